@@ -1,0 +1,46 @@
+# rackd — build, test, demo.  Run as root on Debian (the tests build network namespaces).
+SHELL := /bin/bash
+CARGO ?= cargo
+# System packages needed to build and test; `make deps` installs the missing ones only.
+DEB_PACKAGES := build-essential pkg-config libnftnl-dev libmnl-dev nftables iproute2 iperf3 \
+                socat busybox-static conntrack procps kmod
+
+.PHONY: all deps build lint test test-unit bench demo fmt clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "deps: cargo not found (install the Rust toolchain)"; exit 1; }
+
+build: deps
+	$(CARGO) build --workspace --all-targets --locked
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# Every test, including the network-namespace ones (root required: they fail, not skip, without it).
+test: deps lint build
+	@if [ "$$(id -u)" != 0 ]; then echo "make test: the namespace tests need root (or CAP_NET_ADMIN+CAP_SYS_ADMIN)"; exit 1; fi
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --locked --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --locked --no-fail-fast; \
+	fi
+
+bench: deps
+	$(CARGO) bench --workspace --locked
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,6 @@
+//! rackd: keeps TCP connections alive across outages, address changes and migration.
+//!
+//! The daemon's I/O edges live here; protocol logic lives in the `edp` and `tcpseq` crates and in
+//! the sans-IO connection state machines.
+
+pub mod queue;
