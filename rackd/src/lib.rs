@@ -3,4 +3,5 @@
 //! The daemon's I/O edges live here; protocol logic lives in the `edp` and `tcpseq` crates and in
 //! the sans-IO connection state machines.
 
+pub mod config;
 pub mod queue;

@@ -1,0 +1,373 @@
+//! The daemon's configuration file (TOML). Every key is optional; unknown keys are errors so a
+//! typo never silently means "default". docs/configuration.md documents each key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rackd/rackd.toml";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/rackd/control.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub queue: QueueConfig,
+    pub rules: RulesConfig,
+    pub eligibility: Eligibility,
+    pub monitor: MonitorConfig,
+    pub reconnect: ReconnectConfig,
+    pub control: ControlConfig,
+    pub peer: PeerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// First NFQUEUE number.
+    pub num: u16,
+    /// Number of queues to fan out over (one reader each).
+    pub count: u16,
+    /// Packets the kernel holds for rackd before it lets them pass (fail-open).
+    pub max_len: u32,
+    /// Netlink receive buffer; the kernel default overflows under load.
+    pub rcvbuf_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Name of rackd's own nftables table (family inet).
+    pub table: String,
+    /// Packet mark carried by packets rackd injects; never queued again.
+    pub mark: u32,
+}
+
+/// Which connections rackd offers to protect. Empty include lists mean "all".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Eligibility {
+    pub include_ports: Vec<u16>,
+    pub exclude_ports: Vec<u16>,
+    /// CIDR prefixes of remote addresses, e.g. "198.51.100.0/24" or "2001:db8::/32".
+    pub include_remote: Vec<Prefix>,
+    pub exclude_remote: Vec<Prefix>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which the path counts as failed. Keep it below the time the kernel takes to
+    /// abort a socket with data in flight (tcp_retries2).
+    pub detect_after_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// How long a suspended connection waits for its peer before it is reset.
+    pub window_s: u64,
+    pub max_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    pub socket: PathBuf,
+    /// Group whose members may read status; changes are for root only.
+    pub group: String,
+    /// Socket file mode, as an octal string ("0660").
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConfig {
+    /// TCP port of the daemon-to-daemon channel.
+    pub port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            queue: QueueConfig::default(),
+            rules: RulesConfig::default(),
+            eligibility: Eligibility::default(),
+            monitor: MonitorConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            control: ControlConfig::default(),
+            peer: PeerConfig::default(),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            num: 0,
+            count: 1,
+            max_len: 8192,
+            rcvbuf_bytes: 8 << 20,
+        }
+    }
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        // "rack" in ASCII: unlikely to collide with marks other software sets.
+        Self {
+            table: "rackd".into(),
+            mark: 0x7261_636b,
+        }
+    }
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 1000,
+            detect_after_ms: 4000,
+        }
+    }
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            window_s: 3 * 24 * 3600,
+            max_interval_ms: 2000,
+        }
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_CONTROL_SOCKET.into(),
+            group: "rackd".into(),
+            mode: "0660".into(),
+        }
+    }
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self { port: 7113 }
+    }
+}
+
+impl MonitorConfig {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    pub fn detect_after(&self) -> Duration {
+        Duration::from_millis(self.detect_after_ms)
+    }
+}
+
+impl ControlConfig {
+    pub fn mode_bits(&self) -> Result<u32, ConfigError> {
+        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "control.mode",
+                value: self.mode.clone(),
+                why: "expected an octal file mode such as \"0660\"",
+            })
+    }
+}
+
+/// An address prefix in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP prefix"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+        };
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key} = {value:?}: {why}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+impl Config {
+    /// Loads `path`. A missing file at the default path means built-in defaults; a missing file
+    /// the user named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, why| Err(ConfigError::Invalid { key, value, why });
+        if self.queue.count == 0 {
+            return invalid("queue.count", "0".into(), "at least one queue is needed");
+        }
+        if self.queue.num.checked_add(self.queue.count - 1).is_none() {
+            return invalid(
+                "queue.count",
+                self.queue.count.to_string(),
+                "queue.num + queue.count exceeds 65535",
+            );
+        }
+        if self.monitor.heartbeat_interval_ms == 0 {
+            return invalid(
+                "monitor.heartbeat_interval_ms",
+                "0".into(),
+                "must be positive",
+            );
+        }
+        if self.monitor.detect_after_ms <= self.monitor.heartbeat_interval_ms {
+            return invalid(
+                "monitor.detect_after_ms",
+                self.monitor.detect_after_ms.to_string(),
+                "must exceed monitor.heartbeat_interval_ms",
+            );
+        }
+        if self.rules.table.is_empty() || self.rules.table.len() > 64 {
+            return invalid(
+                "rules.table",
+                self.rules.table.clone(),
+                "must be 1..=64 characters",
+            );
+        }
+        if self.rules.mark == 0 {
+            return invalid("rules.mark", "0".into(), "0 is every unmarked packet");
+        }
+        if self.peer.port == 0 {
+            return invalid("peer.port", "0".into(), "must be a port number");
+        }
+        self.control.mode_bits()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_named_file_is_an_error() {
+        let p = Path::new("/nonexistent/rackd.toml");
+        assert_eq!(Config::load(p, false).unwrap(), Config::default());
+        let err = Config::load(p, true).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/rackd.toml"), "{err}");
+    }
+
+    #[test]
+    fn values_override_defaults() {
+        let c = parse(
+            "[queue]\nnum = 7\ncount = 2\n[eligibility]\nexclude_ports = [22]\n\
+             include_remote = [\"198.51.100.0/24\", \"2001:db8::/32\"]\n\
+             [monitor]\nheartbeat_interval_ms = 200\ndetect_after_ms = 1500\n",
+        )
+        .unwrap();
+        assert_eq!((c.queue.num, c.queue.count), (7, 2));
+        assert_eq!(c.eligibility.exclude_ports, [22]);
+        assert_eq!(c.eligibility.include_remote[1].len, 32);
+        assert_eq!(c.monitor.detect_after(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[queue]\nnumber = 3\n").unwrap_err().to_string();
+        assert!(err.contains("number"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_value() {
+        let err = parse("[peer]\nport = \"http\"\n").unwrap_err().to_string();
+        assert!(err.contains("port") && err.contains("http"), "{err}");
+    }
+
+    #[test]
+    fn bad_prefix_is_named() {
+        let err = parse("[eligibility]\nexclude_remote = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_value() {
+        let err = parse("[monitor]\nheartbeat_interval_ms = 500\ndetect_after_ms = 400\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("monitor.detect_after_ms") && err.contains("400"),
+            "{err}"
+        );
+        let err = parse("[control]\nmode = \"rw\"\n").unwrap_err().to_string();
+        assert!(err.contains("control.mode") && err.contains("rw"), "{err}");
+        let err = parse("[queue]\nnum = 65535\ncount = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.count"), "{err}");
+    }
+}
