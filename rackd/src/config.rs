@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rackd/rackd.toml";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/rackd/control.sock";
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub queue: QueueConfig,
@@ -87,20 +87,6 @@ pub struct ControlConfig {
 pub struct PeerConfig {
     /// TCP port of the daemon-to-daemon channel.
     pub port: u16,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            queue: QueueConfig::default(),
-            rules: RulesConfig::default(),
-            eligibility: Eligibility::default(),
-            monitor: MonitorConfig::default(),
-            reconnect: ReconnectConfig::default(),
-            control: ControlConfig::default(),
-            peer: PeerConfig::default(),
-        }
-    }
 }
 
 impl Default for QueueConfig {
