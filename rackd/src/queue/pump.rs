@@ -1,0 +1,146 @@
+//! Moves packets between the queue socket and a packet handler: reads every datagram waiting,
+//! asks the handler for a verdict per packet, and sends all verdicts of one wake-up together.
+
+use std::io;
+use std::time::Instant;
+
+use super::socket::QueueSocket;
+use super::wire::{self, Batch, Message, QueuedPacket, Verdict, MAX_VERDICT_PAYLOAD};
+
+/// What the handler wants done with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    /// Accept the packet the handler wrote into the scratch buffer instead.
+    AcceptRewritten,
+    Drop,
+}
+
+/// Decides the fate of queued packets. `scratch` is a buffer the handler may fill with a
+/// rewritten packet (then it returns [`Decision::AcceptRewritten`]).
+pub trait PacketHandler {
+    fn on_packet(
+        &mut self,
+        now: Instant,
+        pkt: &QueuedPacket<'_>,
+        scratch: &mut Vec<u8>,
+    ) -> Decision;
+}
+
+/// Counters shown in `rackctl status`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PumpStats {
+    pub packets: u64,
+    pub rewritten: u64,
+    pub dropped_by_rackd: u64,
+    /// Datagrams the kernel could not deliver because the receive buffer was full.
+    pub overruns: u64,
+    /// Malformed messages from the kernel (never expected).
+    pub malformed: u64,
+    /// Verdicts the kernel refused (for example a packet id it no longer holds).
+    pub verdict_errors: u64,
+}
+
+#[derive(Debug)]
+pub struct Pump {
+    recv_buf: Vec<u8>,
+    scratch: Vec<u8>,
+    batch: Batch,
+    pub stats: PumpStats,
+}
+
+impl Default for Pump {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pump {
+    pub fn new() -> Self {
+        Self {
+            // One GSO packet plus netlink headers fits; the kernel packs smaller ones together.
+            recv_buf: vec![0; 256 * 1024],
+            scratch: Vec::with_capacity(64 * 1024),
+            batch: Batch::new(),
+            stats: PumpStats::default(),
+        }
+    }
+
+    /// Handles everything waiting on `sock` without blocking; returns how many packets it saw.
+    /// `WouldBlock` is not an error: it ends the round.
+    pub fn run_once(
+        &mut self,
+        sock: &QueueSocket,
+        handler: &mut impl PacketHandler,
+        now: Instant,
+    ) -> io::Result<usize> {
+        let mut seen = 0;
+        loop {
+            let n = match sock.recv(&mut self.recv_buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The kernel dropped messages: the packets it dropped were accepted by
+                // fail-open or will be retransmitted; count and carry on.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.stats.overruns += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for msg in wire::messages(&self.recv_buf[..n]) {
+                match msg {
+                    Ok(Message::Packet(pkt)) => {
+                        seen += 1;
+                        self.stats.packets += 1;
+                        self.scratch.clear();
+                        let decision = handler.on_packet(now, &pkt, &mut self.scratch);
+                        self.queue_verdict(&pkt, decision);
+                    }
+                    Ok(Message::Ack { errno, .. }) if errno != 0 => self.stats.verdict_errors += 1,
+                    Ok(Message::Overrun) => self.stats.overruns += 1,
+                    Ok(_) => {}
+                    Err(_) => self.stats.malformed += 1,
+                }
+            }
+            if self.batch.as_bytes().len() > 192 * 1024 {
+                self.flush(sock)?;
+            }
+        }
+        self.flush(sock)?;
+        Ok(seen)
+    }
+
+    fn queue_verdict(&mut self, pkt: &QueuedPacket<'_>, decision: Decision) {
+        match decision {
+            Decision::AcceptRewritten
+                if !self.scratch.is_empty() && self.scratch.len() <= MAX_VERDICT_PAYLOAD =>
+            {
+                self.stats.rewritten += 1;
+                self.batch.verdict(
+                    pkt.queue,
+                    pkt.id,
+                    Verdict::Accept,
+                    None,
+                    Some(&self.scratch),
+                );
+            }
+            // A rewrite that cannot be carried is a bug in the handler; passing the original
+            // packet unchanged is safer for the connection than dropping it.
+            Decision::Accept | Decision::AcceptRewritten => {
+                self.batch
+                    .verdict(pkt.queue, pkt.id, Verdict::Accept, None, None)
+            }
+            Decision::Drop => {
+                self.stats.dropped_by_rackd += 1;
+                self.batch
+                    .verdict(pkt.queue, pkt.id, Verdict::Drop, None, None);
+            }
+        }
+    }
+
+    fn flush(&mut self, sock: &QueueSocket) -> io::Result<()> {
+        let r = sock.send(&self.batch);
+        self.batch.clear();
+        r
+    }
+}
