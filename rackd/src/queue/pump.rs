@@ -87,19 +87,25 @@ impl Pump {
                 }
                 Err(e) => return Err(e),
             };
-            for msg in wire::messages(&self.recv_buf[..n]) {
+            let Self {
+                recv_buf,
+                scratch,
+                batch,
+                stats,
+            } = self;
+            for msg in wire::messages(&recv_buf[..n]) {
                 match msg {
                     Ok(Message::Packet(pkt)) => {
                         seen += 1;
-                        self.stats.packets += 1;
-                        self.scratch.clear();
-                        let decision = handler.on_packet(now, &pkt, &mut self.scratch);
-                        self.queue_verdict(&pkt, decision);
+                        stats.packets += 1;
+                        scratch.clear();
+                        let decision = handler.on_packet(now, &pkt, scratch);
+                        queue_verdict(batch, stats, &pkt, decision, scratch);
                     }
-                    Ok(Message::Ack { errno, .. }) if errno != 0 => self.stats.verdict_errors += 1,
-                    Ok(Message::Overrun) => self.stats.overruns += 1,
+                    Ok(Message::Ack { errno, .. }) if errno != 0 => stats.verdict_errors += 1,
+                    Ok(Message::Overrun) => stats.overruns += 1,
                     Ok(_) => {}
-                    Err(_) => self.stats.malformed += 1,
+                    Err(_) => stats.malformed += 1,
                 }
             }
             if self.batch.as_bytes().len() > 192 * 1024 {
@@ -110,37 +116,35 @@ impl Pump {
         Ok(seen)
     }
 
-    fn queue_verdict(&mut self, pkt: &QueuedPacket<'_>, decision: Decision) {
-        match decision {
-            Decision::AcceptRewritten
-                if !self.scratch.is_empty() && self.scratch.len() <= MAX_VERDICT_PAYLOAD =>
-            {
-                self.stats.rewritten += 1;
-                self.batch.verdict(
-                    pkt.queue,
-                    pkt.id,
-                    Verdict::Accept,
-                    None,
-                    Some(&self.scratch),
-                );
-            }
-            // A rewrite that cannot be carried is a bug in the handler; passing the original
-            // packet unchanged is safer for the connection than dropping it.
-            Decision::Accept | Decision::AcceptRewritten => {
-                self.batch
-                    .verdict(pkt.queue, pkt.id, Verdict::Accept, None, None)
-            }
-            Decision::Drop => {
-                self.stats.dropped_by_rackd += 1;
-                self.batch
-                    .verdict(pkt.queue, pkt.id, Verdict::Drop, None, None);
-            }
-        }
-    }
-
     fn flush(&mut self, sock: &QueueSocket) -> io::Result<()> {
         let r = sock.send(&self.batch);
         self.batch.clear();
         r
+    }
+}
+
+fn queue_verdict(
+    batch: &mut Batch,
+    stats: &mut PumpStats,
+    pkt: &QueuedPacket<'_>,
+    decision: Decision,
+    scratch: &[u8],
+) {
+    match decision {
+        Decision::AcceptRewritten
+            if !scratch.is_empty() && scratch.len() <= MAX_VERDICT_PAYLOAD =>
+        {
+            stats.rewritten += 1;
+            batch.verdict(pkt.queue, pkt.id, Verdict::Accept, None, Some(scratch));
+        }
+        // A rewrite that cannot be carried is a bug in the handler; passing the original packet
+        // unchanged is safer for the connection than dropping it.
+        Decision::Accept | Decision::AcceptRewritten => {
+            batch.verdict(pkt.queue, pkt.id, Verdict::Accept, None, None)
+        }
+        Decision::Drop => {
+            stats.dropped_by_rackd += 1;
+            batch.verdict(pkt.queue, pkt.id, Verdict::Drop, None, None);
+        }
     }
 }
