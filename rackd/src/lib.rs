@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod inject;
 pub mod queue;

@@ -1,0 +1,125 @@
+//! What rackd knows about one TCP connection, keyed by the local socket's view of its addresses.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// A connection as the local socket sees it: its own address and its peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.local, self.remote)
+    }
+}
+
+/// Which way a packet travels relative to the local socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Sent by the local socket (seen at the output hook).
+    Out,
+    /// Arriving for the local socket (seen at the prerouting hook).
+    In,
+}
+
+impl FlowKey {
+    /// The key of a packet with the given source and destination travelling in `dir`.
+    pub fn of_packet(dir: Dir, src: SocketAddr, dst: SocketAddr) -> Self {
+        match dir {
+            Dir::Out => Self {
+                local: src,
+                remote: dst,
+            },
+            Dir::In => Self {
+                local: dst,
+                remote: src,
+            },
+        }
+    }
+}
+
+/// Who opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// The states `rackctl status` shows, with the data each one needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// SYNs seen; waiting to learn whether the peer runs rackd and for initialisation.
+    Negotiating {
+        token_local: u32,
+        token_peer: Option<u32>,
+    },
+    /// Both ends agreed; monitored.
+    Connected,
+    Suspended {
+        since: Instant,
+    },
+    Reconnecting {
+        since: Instant,
+    },
+    /// The peer has no rackd: plain TCP, nothing of it reaches rackd again.
+    Released,
+    Closed,
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Negotiating { .. } => "negotiating",
+            State::Connected => "connected",
+            State::Suspended { .. } => "suspended",
+            State::Reconnecting { .. } => "reconnecting",
+            State::Released => "released",
+            State::Closed => "closed",
+        }
+    }
+
+    /// Every state name, in the order status output lists them.
+    pub const NAMES: [&'static str; 6] = [
+        "negotiating",
+        "connected",
+        "suspended",
+        "reconnecting",
+        "released",
+        "closed",
+    ];
+}
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub key: FlowKey,
+    pub role: Role,
+    pub state: State,
+    pub created: Instant,
+    /// When the state last changed (drives per-state timeouts).
+    pub entered: Instant,
+    pub reconnects: u32,
+}
+
+impl Flow {
+    pub fn new(key: FlowKey, role: Role, state: State, now: Instant) -> Self {
+        Self {
+            key,
+            role,
+            state,
+            created: now,
+            entered: now,
+            reconnects: 0,
+        }
+    }
+
+    /// Changes state, logging every transition in one place.
+    pub fn set_state(&mut self, state: State, now: Instant) {
+        tracing::debug!(flow = %self.key, from = self.state.name(), to = state.name(), "state");
+        self.state = state;
+        self.entered = now;
+    }
+}
