@@ -82,6 +82,15 @@ pub(crate) enum Family {
     V6,
 }
 
+impl Family {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
 pub(crate) fn family_of(src: SocketAddr, dst: SocketAddr) -> Result<Family, Error> {
     match (src, dst) {
         (SocketAddr::V4(_), SocketAddr::V4(_)) => Ok(Family::V4),

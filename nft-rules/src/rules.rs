@@ -369,7 +369,7 @@ pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Ve
         }
         for l in [&V4, &V6] {
             if elig.0.any(l.family) {
-                push(format!("queue SYN of eligible {:?} connections", l.family), l.syn(chain, &elig.0, &verdict));
+                push(format!("queue SYN of eligible {} connections", l.family.name()), l.syn(chain, &elig.0, &verdict));
             }
         }
     }

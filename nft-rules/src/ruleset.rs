@@ -92,7 +92,11 @@ impl Ruleset {
         for chain in &chains {
             txn.add(chain, MsgType::Add, format!("chain {}", chain.get_name().to_string_lossy()));
         }
-        let set_objs: Vec<_> = sets.iter().map(|s| NftSet::definition(&table_name, ProtoFamily::Inet, &s.spec)).collect();
+        let set_objs: Vec<_> = sets
+            .iter()
+            .zip(1..)
+            .map(|(s, id)| NftSet::definition(&table_name, ProtoFamily::Inet, &s.spec, id))
+            .collect();
         let elem_objs: Vec<_> = sets
             .iter()
             .map(|s| NftSet::with_elems(&table_name, ProtoFamily::Inet, s.spec.name, s.elems.iter().cloned()))

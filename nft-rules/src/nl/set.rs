@@ -82,7 +82,8 @@ impl NftSet {
     }
 
     /// The set object for creating it (`NFT_MSG_NEWSET`).
-    pub(crate) fn definition(table: &CStr, family: ProtoFamily, spec: &SetSpec) -> Self {
+    /// `id` must be unique among the sets created in one batch (the kernel requires one).
+    pub(crate) fn definition(table: &CStr, family: ProtoFamily, spec: &SetSpec, id: u32) -> Self {
         let this = Self::alloc(table, family, spec.name);
         let mut flags = 0;
         if spec.interval {
@@ -92,18 +93,15 @@ impl NftSet {
             flags |= NFT_SET_MAP;
         }
         let s = this.set.as_ptr();
-        // SAFETY: `s` is live and owned; attribute ids match their value types, and the
-        // field-length array is copied by libnftnl (at most 16 fields, checked there).
+        // SAFETY: `s` is live and owned; attribute ids match their value types.
+        // (No field description for concatenations: only interval sets need one, and the
+        // kernel rejects it on hash sets.)
         unsafe {
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_ID as u16, id);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, flags);
             let key_type = concat_type(spec.key_types);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, key_type);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, spec.key_len());
-            if spec.key_fields.len() > 1 {
-                let fields = spec.key_fields.as_ptr().cast::<c_void>();
-                let n = spec.key_fields.len() as u32;
-                sys::nftnl_set_set_data(s, sys::NFTNL_SET_DESC_CONCAT as u16, fields, n);
-            }
             if let Some((types, len)) = spec.data {
                 sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_TYPE as u16, concat_type(types));
                 sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_LEN as u16, len);
