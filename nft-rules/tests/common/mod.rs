@@ -206,8 +206,18 @@ pub fn echo_server(ns: &Netns, addr: SocketAddr) -> SocketAddr {
     local
 }
 
-/// Connects from inside `ns`, optionally from a fixed local address, with a timeout.
+/// Connects from inside `ns`, optionally from a fixed local address, within 3 s.
 pub fn connect(ns: &Netns, from: Option<SocketAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_within(ns, from, to, Duration::from_secs(3))
+}
+
+/// Connects from inside `ns`, optionally from a fixed local address, within `limit`.
+pub fn connect_within(
+    ns: &Netns,
+    from: Option<SocketAddr>,
+    to: SocketAddr,
+    limit: Duration,
+) -> std::io::Result<TcpStream> {
     ns.run(move || {
         let domain = socket2::Domain::for_address(to);
         let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
@@ -215,7 +225,7 @@ pub fn connect(ns: &Netns, from: Option<SocketAddr>, to: SocketAddr) -> std::io:
             s.set_reuse_address(true)?;
             s.bind(&from.into())?;
         }
-        s.connect_timeout(&to.into(), Duration::from_secs(3))?;
+        s.connect_timeout(&to.into(), limit)?;
         let s: TcpStream = s.into();
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         Ok(s)
