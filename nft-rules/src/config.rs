@@ -45,7 +45,10 @@ pub struct Mark {
 impl Default for Mark {
     /// One high bit, leaving the rest of the mark to other software.
     fn default() -> Self {
-        Self { value: 0x4000_0000, mask: 0x4000_0000 }
+        Self {
+            value: 0x4000_0000,
+            mask: 0x4000_0000,
+        }
     }
 }
 
@@ -74,7 +77,12 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { num: 0, count: 1, fanout: Fanout::FlowHash, bypass: true }
+        Self {
+            num: 0,
+            count: 1,
+            fanout: Fanout::FlowHash,
+            bypass: true,
+        }
     }
 }
 
@@ -128,23 +136,35 @@ pub struct Selector<T> {
 
 impl<T> Default for Selector<T> {
     fn default() -> Self {
-        Self { include: Vec::new(), exclude: Vec::new() }
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
     }
 }
 
 impl<T: Point> Selector<T> {
     /// Everything except `ranges`.
     pub fn except(ranges: impl IntoIterator<Item = RangeInclusive<T>>) -> Self {
-        Self { include: Vec::new(), exclude: ranges.into_iter().collect() }
+        Self {
+            include: Vec::new(),
+            exclude: ranges.into_iter().collect(),
+        }
     }
 
     /// Only `ranges`.
     pub fn only(ranges: impl IntoIterator<Item = RangeInclusive<T>>) -> Self {
-        Self { include: ranges.into_iter().collect(), exclude: Vec::new() }
+        Self {
+            include: ranges.into_iter().collect(),
+            exclude: Vec::new(),
+        }
     }
 
     /// The eligible ranges as integers: `None` = everything (no rule needed), empty = nothing.
-    pub(crate) fn effective(&self, what: &'static str) -> Result<Option<Vec<(u128, u128)>>, ConfigError> {
+    pub(crate) fn effective(
+        &self,
+        what: &'static str,
+    ) -> Result<Option<Vec<(u128, u128)>>, ConfigError> {
         let ints = |ranges: &[RangeInclusive<T>]| -> Result<Vec<(u128, u128)>, ConfigError> {
             ranges
                 .iter()
@@ -159,7 +179,11 @@ impl<T: Point> Selector<T> {
                 })
                 .collect()
         };
-        Ok(include_minus_exclude(&ints(&self.include)?, &ints(&self.exclude)?, T::MAX))
+        Ok(include_minus_exclude(
+            &ints(&self.include)?,
+            &ints(&self.exclude)?,
+            T::MAX,
+        ))
     }
 }
 
@@ -175,12 +199,24 @@ pub fn cidr6(addr: Ipv6Addr, prefix: u8) -> Result<RangeInclusive<Ipv6Addr>, Con
     Ok(Ipv6Addr::from(lo)..=Ipv6Addr::from(hi))
 }
 
-fn prefix_range(v: u128, prefix: u8, bits: u8, shown: &dyn Debug) -> Result<(u128, u128), ConfigError> {
+fn prefix_range(
+    v: u128,
+    prefix: u8,
+    bits: u8,
+    shown: &dyn Debug,
+) -> Result<(u128, u128), ConfigError> {
     if prefix > bits {
-        return Err(ConfigError::PrefixTooLong { prefix: format!("{shown:?}/{prefix}"), bits });
+        return Err(ConfigError::PrefixTooLong {
+            prefix: format!("{shown:?}/{prefix}"),
+            bits,
+        });
     }
     let host_bits = u32::from(bits - prefix);
-    let host_mask = if host_bits == 0 { 0 } else { u128::MAX >> (128 - host_bits) };
+    let host_mask = if host_bits == 0 {
+        0
+    } else {
+        u128::MAX >> (128 - host_bits)
+    };
     Ok((v & !host_mask, v | host_mask))
 }
 
@@ -254,7 +290,9 @@ pub enum ConfigError {
         mask: u32,
     },
     /// Queue numbers must be 1.. queues within 0..=65535.
-    #[error("queues {num}..{num}+{count} do not fit the 16-bit queue numbers (count must be >= 1)")]
+    #[error(
+        "queues {num}..{num}+{count} do not fit the 16-bit queue numbers (count must be >= 1)"
+    )]
     QueueRange {
         /// First queue.
         num: u16,
@@ -270,11 +308,17 @@ impl Config {
             return Err(ConfigError::TableName(self.table.clone()));
         }
         if self.mark.value & !self.mark.mask != 0 {
-            return Err(ConfigError::MarkOutsideMask { value: self.mark.value, mask: self.mark.mask });
+            return Err(ConfigError::MarkOutsideMask {
+                value: self.mark.value,
+                mask: self.mark.mask,
+            });
         }
         let q = self.queue;
         if q.count == 0 || u32::from(q.num) + u32::from(q.count) - 1 > u32::from(u16::MAX) {
-            return Err(ConfigError::QueueRange { num: q.num, count: q.count });
+            return Err(ConfigError::QueueRange {
+                num: q.num,
+                count: q.count,
+            });
         }
         Ok(())
     }
@@ -287,12 +331,18 @@ mod tests {
     #[test]
     fn cidr_bounds() {
         let r = cidr4(Ipv4Addr::new(192, 0, 2, 77), 24).unwrap();
-        assert_eq!(r, Ipv4Addr::new(192, 0, 2, 0)..=Ipv4Addr::new(192, 0, 2, 255));
+        assert_eq!(
+            r,
+            Ipv4Addr::new(192, 0, 2, 0)..=Ipv4Addr::new(192, 0, 2, 255)
+        );
         let all = cidr4(Ipv4Addr::new(1, 2, 3, 4), 0).unwrap();
         assert_eq!(all, Ipv4Addr::UNSPECIFIED..=Ipv4Addr::BROADCAST);
         let host = cidr6("2001:db8::1".parse().unwrap(), 128).unwrap();
         assert_eq!(host.start(), host.end());
-        assert!(matches!(cidr4(Ipv4Addr::LOCALHOST, 33), Err(ConfigError::PrefixTooLong { .. })));
+        assert!(matches!(
+            cidr4(Ipv4Addr::LOCALHOST, 33),
+            Err(ConfigError::PrefixTooLong { .. })
+        ));
     }
 
     #[test]
@@ -300,7 +350,10 @@ mod tests {
         #[allow(clippy::reversed_empty_ranges)]
         let s = Selector::only([9000u16..=80]);
         let err = s.effective("local ports").unwrap_err();
-        assert_eq!(err.to_string(), "local ports: range 9000..=80 is empty (start after end)");
+        assert_eq!(
+            err.to_string(),
+            "local ports: range 9000..=80 is empty (start after end)"
+        );
     }
 
     #[test]
@@ -313,11 +366,18 @@ mod tests {
     fn validation() {
         let mut c = Config::default();
         assert_eq!(c.validate(), Ok(()));
-        c.queue = QueueConfig { num: 65535, count: 2, ..QueueConfig::default() };
+        c.queue = QueueConfig {
+            num: 65535,
+            count: 2,
+            ..QueueConfig::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::QueueRange { .. })));
         c.queue = QueueConfig::default();
         c.mark = Mark { value: 3, mask: 1 };
-        assert!(matches!(c.validate(), Err(ConfigError::MarkOutsideMask { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::MarkOutsideMask { .. })
+        ));
         c.mark = Mark::default();
         c.table = "a\0b".into();
         assert!(matches!(c.validate(), Err(ConfigError::TableName(_))));

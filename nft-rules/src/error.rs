@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The kernel rejected one message of a batch; the whole batch was rolled back.
-    #[error("{operation}: kernel rejected {object}: {} (errno {errno}){}", io::Error::from_raw_os_error(*errno), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("{operation}: kernel rejected {object}: {} (errno {errno}){}", errno_text(*errno), detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
     Rejected {
         /// What we were doing (`install`, `queue flows`, ...).
         operation: &'static str,
@@ -72,4 +72,32 @@ pub enum Error {
         /// Destination of the offending key.
         dst: std::net::SocketAddr,
     },
+}
+
+/// The OS's description of an errno, without std's " (os error N)" suffix.
+fn errno_text(errno: i32) -> String {
+    let text = io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_names_operation_object_and_errno() {
+        let e = Error::Rejected {
+            operation: "install",
+            object: "set flows4".into(),
+            errno: libc::EINVAL,
+            detail: Some("bad key".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "install: kernel rejected set flows4: Invalid argument (errno 22): bad key"
+        );
+    }
 }

@@ -27,7 +27,10 @@ impl FlowKey {
 
     /// The other direction of the same flow.
     pub fn reversed(self) -> Self {
-        Self { src: self.dst, dst: self.src }
+        Self {
+            src: self.dst,
+            dst: self.src,
+        }
     }
 
     pub(crate) fn family(&self) -> Result<Family, Error> {
@@ -117,13 +120,22 @@ mod tests {
 
     #[test]
     fn v4_key_layout_matches_register_loads() {
-        let k = FlowKey::new("192.0.2.1:1".parse().unwrap(), "192.0.2.2:515".parse().unwrap());
-        assert_eq!(k.encode(), [192, 0, 2, 1, 0, 1, 0, 0, 192, 0, 2, 2, 2, 3, 0, 0]);
+        let k = FlowKey::new(
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:515".parse().unwrap(),
+        );
+        assert_eq!(
+            k.encode(),
+            [192, 0, 2, 1, 0, 1, 0, 0, 192, 0, 2, 2, 2, 3, 0, 0]
+        );
     }
 
     #[test]
     fn v6_translation_layout() {
-        let t = Translation { src: "[2001:db8::1]:80".parse().unwrap(), dst: "[2001:db8::2]:443".parse().unwrap() };
+        let t = Translation {
+            src: "[2001:db8::1]:80".parse().unwrap(),
+            dst: "[2001:db8::2]:443".parse().unwrap(),
+        };
         let b = t.encode();
         assert_eq!(b.len(), 40);
         assert_eq!(&b[32..], &[0, 80, 0, 0, 1, 187, 0, 0]);
@@ -133,7 +145,10 @@ mod tests {
 
     #[test]
     fn mixed_families_are_refused() {
-        let k = FlowKey::new("192.0.2.1:1".parse().unwrap(), "[2001:db8::2]:2".parse().unwrap());
+        let k = FlowKey::new(
+            "192.0.2.1:1".parse().unwrap(),
+            "[2001:db8::2]:2".parse().unwrap(),
+        );
         assert!(matches!(k.family(), Err(Error::MixedFamilies { .. })));
     }
 }

@@ -26,7 +26,9 @@ mod ranges;
 mod rules;
 mod ruleset;
 
-pub use config::{cidr4, cidr6, Config, ConfigError, Eligibility, Fanout, Mark, Point, QueueConfig, Selector};
+pub use config::{
+    cidr4, cidr6, Config, ConfigError, Eligibility, Fanout, Mark, Point, QueueConfig, Selector,
+};
 pub use error::{Error, Result};
 pub use flow::{Direction, FlowKey, Translation};
 pub use nl::reply::MalformedReply;

@@ -10,7 +10,11 @@ pub(crate) fn include_minus_exclude(
     if include.is_empty() && exclude.is_empty() {
         return None;
     }
-    let base = if include.is_empty() { vec![(0, max)] } else { normalise(include) };
+    let base = if include.is_empty() {
+        vec![(0, max)]
+    } else {
+        normalise(include)
+    };
     let cut = normalise(exclude);
     let mut out = Vec::new();
     for (mut lo, hi) in base {
@@ -73,19 +77,29 @@ mod tests {
 
     #[test]
     fn includes_merge_and_excludes_cut_edges() {
-        let got = include_minus_exclude(&[(10, 20), (21, 30), (100, 200)], &[(10, 12), (150, 300)], MAX);
+        let got = include_minus_exclude(
+            &[(10, 20), (21, 30), (100, 200)],
+            &[(10, 12), (150, 300)],
+            MAX,
+        );
         assert_eq!(got, Some(vec![(13, 30), (100, 149)]));
     }
 
     #[test]
     fn excluding_everything_leaves_nothing() {
-        assert_eq!(include_minus_exclude(&[(5, 9)], &[(0, MAX)], MAX), Some(vec![]));
+        assert_eq!(
+            include_minus_exclude(&[(5, 9)], &[(0, MAX)], MAX),
+            Some(vec![])
+        );
         assert_eq!(include_minus_exclude(&[], &[(0, MAX)], MAX), Some(vec![]));
     }
 
     #[test]
     fn range_ending_at_max_is_kept() {
-        assert_eq!(include_minus_exclude(&[(MAX - 1, MAX)], &[], MAX), Some(vec![(MAX - 1, MAX)]));
+        assert_eq!(
+            include_minus_exclude(&[(MAX - 1, MAX)], &[], MAX),
+            Some(vec![(MAX - 1, MAX)])
+        );
         assert_eq!(include_minus_exclude(&[(0, MAX)], &[], MAX), None);
     }
 

@@ -56,12 +56,37 @@ pub(crate) struct FamilyLayout {
     addr_type: u32,
 }
 
-const V4_KEY: &[u32] = &[TYPE_IPADDR, TYPE_INET_SERVICE, TYPE_IPADDR, TYPE_INET_SERVICE];
-const V4_DATA: &[u32] = &[TYPE_IPADDR, TYPE_IPADDR, TYPE_INET_SERVICE, TYPE_INET_SERVICE];
-const V6_KEY: &[u32] = &[TYPE_IP6ADDR, TYPE_INET_SERVICE, TYPE_IP6ADDR, TYPE_INET_SERVICE];
-const V6_DATA: &[u32] = &[TYPE_IP6ADDR, TYPE_IP6ADDR, TYPE_INET_SERVICE, TYPE_INET_SERVICE];
+const V4_KEY: &[u32] = &[
+    TYPE_IPADDR,
+    TYPE_INET_SERVICE,
+    TYPE_IPADDR,
+    TYPE_INET_SERVICE,
+];
+const V4_DATA: &[u32] = &[
+    TYPE_IPADDR,
+    TYPE_IPADDR,
+    TYPE_INET_SERVICE,
+    TYPE_INET_SERVICE,
+];
+const V6_KEY: &[u32] = &[
+    TYPE_IP6ADDR,
+    TYPE_INET_SERVICE,
+    TYPE_IP6ADDR,
+    TYPE_INET_SERVICE,
+];
+const V6_DATA: &[u32] = &[
+    TYPE_IP6ADDR,
+    TYPE_IP6ADDR,
+    TYPE_INET_SERVICE,
+    TYPE_INET_SERVICE,
+];
 
-const fn tuple_set(name: &'static CStr, key: &'static [u32], addr: u8, data: Option<&'static [u32]>) -> SetSpec {
+const fn tuple_set(
+    name: &'static CStr,
+    key: &'static [u32],
+    addr: u8,
+    data: Option<&'static [u32]>,
+) -> SetSpec {
     const V4_FIELDS: &[u8] = &[4, 2, 4, 2];
     const V6_FIELDS: &[u8] = &[16, 2, 16, 2];
     let key_fields = if addr == 4 { V4_FIELDS } else { V6_FIELDS };
@@ -161,8 +186,22 @@ impl FamilyLayout {
         e.extend([
             expr::lookup(map, r, Some(r), false),
             expr::counter(),
-            expr::payload_write(Base::Network, self.saddr_offset, self.addr_len, r, self.ip_csum, true),
-            expr::payload_write(Base::Network, self.daddr_offset, self.addr_len, r + a, self.ip_csum, true),
+            expr::payload_write(
+                Base::Network,
+                self.saddr_offset,
+                self.addr_len,
+                r,
+                self.ip_csum,
+                true,
+            ),
+            expr::payload_write(
+                Base::Network,
+                self.daddr_offset,
+                self.addr_len,
+                r + a,
+                self.ip_csum,
+                true,
+            ),
             expr::payload_write(Base::Transport, 0, 2, r + 2 * a, tcp_csum, false),
             expr::payload_write(Base::Transport, 2, 2, r + 2 * a + 1, tcp_csum, false),
         ]);
@@ -172,7 +211,11 @@ impl FamilyLayout {
     fn queue_flows(&self, verdict: &Expr) -> Vec<Expr> {
         let mut e = self.match_tcp();
         e.extend(self.load_tuple());
-        e.extend([expr::lookup(self.flows.name, NFT_REG32_00, None, false), expr::counter(), verdict.clone()]);
+        e.extend([
+            expr::lookup(self.flows.name, NFT_REG32_00, None, false),
+            expr::counter(),
+            verdict.clone(),
+        ]);
         e
     }
 
@@ -196,11 +239,31 @@ impl FamilyLayout {
                 e.push(expr::lookup(set, r, None, false));
             }
         };
-        check(Base::Transport, local_port, 2, elig.local_ports.then_some(c"local_ports"));
-        check(Base::Transport, remote_port, 2, elig.remote_ports.then_some(c"remote_ports"));
+        check(
+            Base::Transport,
+            local_port,
+            2,
+            elig.local_ports.then_some(c"local_ports"),
+        );
+        check(
+            Base::Transport,
+            remote_port,
+            2,
+            elig.remote_ports.then_some(c"remote_ports"),
+        );
         let (local, remote) = elig.addrs(self.family);
-        check(Base::Network, local_addr, self.addr_len, local.then_some(self.local_addrs));
-        check(Base::Network, remote_addr, self.addr_len, remote.then_some(self.remote_addrs));
+        check(
+            Base::Network,
+            local_addr,
+            self.addr_len,
+            local.then_some(self.local_addrs),
+        );
+        check(
+            Base::Network,
+            remote_addr,
+            self.addr_len,
+            remote.then_some(self.remote_addrs),
+        );
         e.extend([expr::counter(), verdict.clone()]);
         e
     }
@@ -260,7 +323,11 @@ fn interval_elems<T: Point>(ranges: &[(u128, u128)]) -> Vec<Elem> {
     for &(lo, hi) in ranges {
         out.push(Elem::key(encode::<T>(lo)));
         if hi < T::MAX {
-            out.push(Elem { key: encode::<T>(hi + 1), data: None, interval_end: true });
+            out.push(Elem {
+                key: encode::<T>(hi + 1),
+                data: None,
+                interval_end: true,
+            });
         }
     }
     out
@@ -287,8 +354,17 @@ fn selector_set<T: Point>(
         4 => FIELD[1],
         _ => FIELD[2],
     };
-    let spec = SetSpec { name, key_types: key_type, key_fields, data: None, interval: true };
-    sets.push(SetInit { spec, elems: interval_elems::<T>(&ranges) });
+    let spec = SetSpec {
+        name,
+        key_types: key_type,
+        key_fields,
+        data: None,
+        interval: true,
+    };
+    sets.push(SetInit {
+        spec,
+        elems: interval_elems::<T>(&ranges),
+    });
     Ok((true, true))
 }
 
@@ -297,19 +373,58 @@ pub(crate) fn sets(cfg: &Config) -> Result<(Vec<SetInit>, EligibleSummary), Conf
     let mut sets = Vec::new();
     for layout in [&V4, &V6] {
         for spec in [&layout.flows, &layout.xlate_in, &layout.xlate_out] {
-            sets.push(SetInit { spec: spec.clone(), elems: Vec::new() });
+            sets.push(SetInit {
+                spec: spec.clone(),
+                elems: Vec::new(),
+            });
         }
     }
     let el = &cfg.eligibility;
     const PORT: &[u32] = &[TYPE_INET_SERVICE];
     const A4: &[u32] = &[V4.addr_type];
     const A6: &[u32] = &[V6.addr_type];
-    let (lp_any, lp) = selector_set(&mut sets, &el.local_ports, "local ports", c"local_ports", PORT)?;
-    let (rp_any, rp) = selector_set(&mut sets, &el.remote_ports, "remote ports", c"remote_ports", PORT)?;
-    let (l4_any, l4) = selector_set(&mut sets, &el.local_v4, "local IPv4 addresses", V4.local_addrs, A4)?;
-    let (r4_any, r4) = selector_set(&mut sets, &el.remote_v4, "remote IPv4 addresses", V4.remote_addrs, A4)?;
-    let (l6_any, l6) = selector_set(&mut sets, &el.local_v6, "local IPv6 addresses", V6.local_addrs, A6)?;
-    let (r6_any, r6) = selector_set(&mut sets, &el.remote_v6, "remote IPv6 addresses", V6.remote_addrs, A6)?;
+    let (lp_any, lp) = selector_set(
+        &mut sets,
+        &el.local_ports,
+        "local ports",
+        c"local_ports",
+        PORT,
+    )?;
+    let (rp_any, rp) = selector_set(
+        &mut sets,
+        &el.remote_ports,
+        "remote ports",
+        c"remote_ports",
+        PORT,
+    )?;
+    let (l4_any, l4) = selector_set(
+        &mut sets,
+        &el.local_v4,
+        "local IPv4 addresses",
+        V4.local_addrs,
+        A4,
+    )?;
+    let (r4_any, r4) = selector_set(
+        &mut sets,
+        &el.remote_v4,
+        "remote IPv4 addresses",
+        V4.remote_addrs,
+        A4,
+    )?;
+    let (l6_any, l6) = selector_set(
+        &mut sets,
+        &el.local_v6,
+        "local IPv6 addresses",
+        V6.local_addrs,
+        A6,
+    )?;
+    let (r6_any, r6) = selector_set(
+        &mut sets,
+        &el.remote_v6,
+        "remote IPv6 addresses",
+        V6.remote_addrs,
+        A6,
+    )?;
     let ports = lp_any && rp_any;
     let summary = EligibleSummary(Eligible {
         local_ports: lp,
@@ -350,7 +465,13 @@ pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Ve
     let mark = cfg.mark;
     let mut out = Vec::new();
     for chain in ChainId::ALL {
-        let mut push = |comment: String, exprs| out.push(RuleSpec { chain, comment, exprs });
+        let mut push = |comment: String, exprs| {
+            out.push(RuleSpec {
+                chain,
+                comment,
+                exprs,
+            })
+        };
         push(
             "daemon's own packets are never queued".into(),
             vec![
@@ -362,14 +483,23 @@ pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Ve
         );
         for l in [&V4, &V6] {
             let map = l.xlate(chain.direction()).name;
-            push(format!("translate spliced flows ({})", map.to_string_lossy()), l.translate(map));
+            push(
+                format!("translate spliced flows ({})", map.to_string_lossy()),
+                l.translate(map),
+            );
         }
         for l in [&V4, &V6] {
-            push(format!("queue flows in @{}", l.flows.name.to_string_lossy()), l.queue_flows(&verdict));
+            push(
+                format!("queue flows in @{}", l.flows.name.to_string_lossy()),
+                l.queue_flows(&verdict),
+            );
         }
         for l in [&V4, &V6] {
             if elig.0.any(l.family) {
-                push(format!("queue SYN of eligible {} connections", l.family.name()), l.syn(chain, &elig.0, &verdict));
+                push(
+                    format!("queue SYN of eligible {} connections", l.family.name()),
+                    l.syn(chain, &elig.0, &verdict),
+                );
             }
         }
     }
@@ -382,7 +512,10 @@ mod tests {
     use crate::config::Eligibility;
 
     fn names(rules: &[RuleSpec]) -> Vec<String> {
-        rules.iter().map(|r| format!("{:?}: {}", r.chain, r.comment)).collect()
+        rules
+            .iter()
+            .map(|r| format!("{:?}: {}", r.chain, r.comment))
+            .collect()
     }
 
     #[test]
@@ -400,12 +533,21 @@ mod tests {
 
     #[test]
     fn disabled_or_empty_family_has_no_syn_rule() {
-        let mut cfg = Config::default();
-        cfg.eligibility = Eligibility { ipv6: false, ..Eligibility::default() };
-        cfg.eligibility.remote_v4 = Selector::except([cidr_all()]);
+        let cfg = Config {
+            eligibility: Eligibility {
+                ipv6: false,
+                remote_v4: Selector::except([cidr_all()]),
+                ..Eligibility::default()
+            },
+            ..Config::default()
+        };
         let (_, el) = sets(&cfg).unwrap();
         let r = rules(&cfg, &el, QueueMode::Compat);
-        assert!(!names(&r).iter().any(|n| n.contains("SYN")), "{:?}", names(&r));
+        assert!(
+            !names(&r).iter().any(|n| n.contains("SYN")),
+            "{:?}",
+            names(&r)
+        );
     }
 
     fn cidr_all() -> std::ops::RangeInclusive<std::net::Ipv4Addr> {
@@ -421,10 +563,27 @@ mod tests {
         assert_eq!(extra.len(), 1);
         assert_eq!(extra[0].spec.name, c"local_ports");
         // 1..=21, 23..=65535 (open-ended: no end marker)
-        let keys: Vec<_> = extra[0].elems.iter().map(|e| (e.key.clone(), e.interval_end)).collect();
-        assert_eq!(keys, vec![(vec![0, 1], false), (vec![0, 22], true), (vec![0, 23], false)]);
+        let keys: Vec<_> = extra[0]
+            .elems
+            .iter()
+            .map(|e| (e.key.clone(), e.interval_end))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (vec![0, 1], false),
+                (vec![0, 22], true),
+                (vec![0, 23], false)
+            ]
+        );
         let r = rules(&cfg, &el, QueueMode::Native);
-        let syn = r.iter().find(|r| r.chain == ChainId::Pre && r.comment.contains("SYN")).unwrap();
-        assert_eq!(syn.exprs.iter().filter(|e| e.name() == c"lookup").count(), 1);
+        let syn = r
+            .iter()
+            .find(|r| r.chain == ChainId::Pre && r.comment.contains("SYN"))
+            .unwrap();
+        assert_eq!(
+            syn.exprs.iter().filter(|e| e.name() == c"lookup").count(),
+            1
+        );
     }
 }

@@ -57,7 +57,11 @@ fn add_rule(txn: &mut Txn, chain: &Chain<'_>, spec: &RuleSpec) {
     // Comments are short constants, far below the userdata limit.
     let comment = CString::new(format!("rackd: {}", spec.comment)).unwrap_or_default();
     let _ = rule.set_comment(&comment);
-    let label = format!("rule in chain {}: {}", spec.chain.name().to_string_lossy(), spec.comment);
+    let label = format!(
+        "rule in chain {}: {}",
+        spec.chain.name().to_string_lossy(),
+        spec.comment
+    );
     txn.add(&rule, MsgType::Add, label);
 }
 
@@ -72,7 +76,8 @@ impl Ruleset {
     /// same atomic batch.
     pub fn install(cfg: &Config) -> Result<Self> {
         cfg.validate()?;
-        let table_name = CString::new(cfg.table.as_str()).map_err(|_| ConfigError::TableName(cfg.table.clone()))?;
+        let table_name = CString::new(cfg.table.as_str())
+            .map_err(|_| ConfigError::TableName(cfg.table.clone()))?;
         let (sets, eligible) = rules::sets(cfg)?;
         let sock = NlSocket::open("install")?;
         let mode = match cfg.mode {
@@ -90,7 +95,11 @@ impl Ruleset {
         txn.add(&table, MsgType::Add, &label);
         let chains = ChainId::ALL.map(|id| chain_of(&table, id));
         for chain in &chains {
-            txn.add(chain, MsgType::Add, format!("chain {}", chain.get_name().to_string_lossy()));
+            txn.add(
+                chain,
+                MsgType::Add,
+                format!("chain {}", chain.get_name().to_string_lossy()),
+            );
         }
         let set_objs: Vec<_> = sets
             .iter()
@@ -99,7 +108,14 @@ impl Ruleset {
             .collect();
         let elem_objs: Vec<_> = sets
             .iter()
-            .map(|s| NftSet::with_elems(&table_name, ProtoFamily::Inet, s.spec.name, s.elems.iter().cloned()))
+            .map(|s| {
+                NftSet::with_elems(
+                    &table_name,
+                    ProtoFamily::Inet,
+                    s.spec.name,
+                    s.elems.iter().cloned(),
+                )
+            })
             .collect();
         for ((init, def), elems) in sets.iter().zip(&set_objs).zip(&elem_objs) {
             let name = init.spec.name.to_string_lossy();
@@ -109,11 +125,19 @@ impl Ruleset {
             }
         }
         for spec in rules::rules(cfg, &eligible, mode) {
-            let chain = &chains[ChainId::ALL.iter().position(|c| *c == spec.chain).unwrap_or(0)];
+            let chain = &chains[ChainId::ALL
+                .iter()
+                .position(|c| *c == spec.chain)
+                .unwrap_or(0)];
             add_rule(&mut txn, chain, &spec);
         }
         txn.commit(&sock, "install")?;
-        Ok(Self { sock, table: table_name, mode, installed: true })
+        Ok(Self {
+            sock,
+            table: table_name,
+            mode,
+            installed: true,
+        })
     }
 
     /// The queueing mechanism in use.
@@ -142,7 +166,10 @@ impl Ruleset {
         let mut by_set: BTreeMap<&'static CStr, Vec<Elem>> = BTreeMap::new();
         for key in flows {
             let layout = FamilyLayout::of(key.family()?);
-            by_set.entry(layout.flows.name).or_default().push(Elem::key(key.encode()));
+            by_set
+                .entry(layout.flows.name)
+                .or_default()
+                .push(Elem::key(key.encode()));
         }
         self.commit_elems(by_set, ty, op)
     }
@@ -155,10 +182,17 @@ impl Ruleset {
         for (direction, key, to) in entries {
             let family = key.family()?;
             if crate::flow::family_of(to.src, to.dst)? != family {
-                return Err(Error::MixedFamilies { src: key.src, dst: to.src });
+                return Err(Error::MixedFamilies {
+                    src: key.src,
+                    dst: to.src,
+                });
             }
             let map = FamilyLayout::of(family).xlate(*direction);
-            let elem = Elem { key: key.encode(), data: Some(to.encode()), interval_end: false };
+            let elem = Elem {
+                key: key.encode(),
+                data: Some(to.encode()),
+                interval_end: false,
+            };
             by_set.entry(map.name).or_default().push(elem);
         }
         self.commit_elems(by_set, MsgType::Add, "add translations")
@@ -169,23 +203,40 @@ impl Ruleset {
         let mut by_set: BTreeMap<&'static CStr, Vec<Elem>> = BTreeMap::new();
         for (direction, key) in entries {
             let map: &SetSpec = FamilyLayout::of(key.family()?).xlate(*direction);
-            by_set.entry(map.name).or_default().push(Elem::key(key.encode()));
+            by_set
+                .entry(map.name)
+                .or_default()
+                .push(Elem::key(key.encode()));
         }
         self.commit_elems(by_set, MsgType::Del, "remove translations")
     }
 
     /// One batch with the element changes of every set touched.
-    fn commit_elems(&self, by_set: BTreeMap<&'static CStr, Vec<Elem>>, ty: MsgType, op: &'static str) -> Result<()> {
+    fn commit_elems(
+        &self,
+        by_set: BTreeMap<&'static CStr, Vec<Elem>>,
+        ty: MsgType,
+        op: &'static str,
+    ) -> Result<()> {
         if by_set.is_empty() {
             return Ok(());
         }
         let objs: Vec<_> = by_set
             .into_iter()
-            .map(|(name, elems)| (name, NftSet::with_elems(&self.table, ProtoFamily::Inet, name, elems)))
+            .map(|(name, elems)| {
+                (
+                    name,
+                    NftSet::with_elems(&self.table, ProtoFamily::Inet, name, elems),
+                )
+            })
             .collect();
         let mut txn = Txn::new();
         for (name, set) in &objs {
-            txn.add_elems(set, ty, &format!("elements of set {}", name.to_string_lossy()));
+            txn.add_elems(
+                set,
+                ty,
+                &format!("elements of set {}", name.to_string_lossy()),
+            );
         }
         txn.commit(&self.sock, op)
     }
@@ -209,7 +260,11 @@ impl Drop for Ruleset {
 fn delete_table(sock: &NlSocket, name: &CStr, op: &'static str) -> Result<()> {
     let table = Table::new(name, ProtoFamily::Inet);
     let mut txn = Txn::new();
-    txn.add(&table, MsgType::Del, format!("table inet {}", name.to_string_lossy()));
+    txn.add(
+        &table,
+        MsgType::Del,
+        format!("table inet {}", name.to_string_lossy()),
+    );
     txn.commit(sock, op)
 }
 
@@ -220,7 +275,11 @@ pub fn remove_stale(table: &str) -> Result<()> {
     let sock = NlSocket::open("remove stale table")?;
     let table = Table::new(&name, ProtoFamily::Inet);
     let mut txn = Txn::new();
-    replace_table(&mut txn, &table, &format!("table inet {}", name.to_string_lossy()));
+    replace_table(
+        &mut txn,
+        &table,
+        &format!("table inet {}", name.to_string_lossy()),
+    );
     txn.commit(&sock, "remove stale table")
 }
 
@@ -236,8 +295,12 @@ fn probe_expr(mode: QueueMode) -> Expr {
 /// scratch table with one such rule and deletes it again. The batch leaves nothing behind
 /// either way, and fails as a whole when the expression is unknown.
 pub(crate) fn probe(sock: &NlSocket, table: &CStr, mode: QueueMode) -> Result<()> {
-    let name = CString::new(format!("{}-probe-{}", table.to_string_lossy(), std::process::id()))
-        .map_err(|_| ConfigError::TableName(table.to_string_lossy().into_owned()))?;
+    let name = CString::new(format!(
+        "{}-probe-{}",
+        table.to_string_lossy(),
+        std::process::id()
+    ))
+    .map_err(|_| ConfigError::TableName(table.to_string_lossy().into_owned()))?;
     let scratch = Table::new(&name, ProtoFamily::Inet);
     let chain = Chain::new(c"probe", &scratch);
     let mut rule = Rule::new(&chain);
@@ -246,7 +309,11 @@ pub(crate) fn probe(sock: &NlSocket, table: &CStr, mode: QueueMode) -> Result<()
     let label = format!("scratch table inet {}", name.to_string_lossy());
     txn.add(&scratch, MsgType::Add, &label);
     txn.add(&chain, MsgType::Add, "scratch chain probe");
-    txn.add(&rule, MsgType::Add, format!("probe rule with the {mode:?} queue expression"));
+    txn.add(
+        &rule,
+        MsgType::Add,
+        format!("probe rule with the {mode:?} queue expression"),
+    );
     txn.add(&scratch, MsgType::Del, &label);
     txn.commit(sock, "probe queue mode")
 }
@@ -264,6 +331,9 @@ fn choose_mode(sock: &NlSocket, table: &CStr) -> Result<QueueMode> {
     };
     match probe(sock, table, QueueMode::Compat) {
         Ok(()) => Ok(QueueMode::Compat),
-        Err(compat) => Err(Error::NoQueueMode { native: Box::new(native), compat: Box::new(compat) }),
+        Err(compat) => Err(Error::NoQueueMode {
+            native: Box::new(native),
+            compat: Box::new(compat),
+        }),
     }
 }

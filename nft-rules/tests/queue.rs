@@ -7,10 +7,19 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use common::{connect, echo_roundtrip, echo_server, eventually, proc_queue_seq, Netns, Reader};
-use nft_rules::{probe_queue_mode, Config, Error, FlowKey, QueueConfig, QueueMode, Ruleset, Selector};
+use nft_rules::{
+    probe_queue_mode, Config, Error, FlowKey, QueueConfig, QueueMode, Ruleset, Selector,
+};
 
 fn config(queue: u16, mode: QueueMode) -> Config {
-    Config { queue: QueueConfig { num: queue, ..QueueConfig::default() }, mode: Some(mode), ..Config::default() }
+    Config {
+        queue: QueueConfig {
+            num: queue,
+            ..QueueConfig::default()
+        },
+        mode: Some(mode),
+        ..Config::default()
+    }
 }
 
 /// Over loopback every packet passes both chains: a SYN leaves through `out` and arrives
@@ -41,13 +50,19 @@ fn syns_reach_the_queue_in_every_supported_mode() {
             Err(Error::Rejected { object, errno, .. }) => {
                 // Unsupported must be reported as the kernel's refusal of the probe rule.
                 assert!(object.contains("probe rule"), "{object}");
-                assert!([libc::ENOENT, libc::EOPNOTSUPP, libc::EINVAL].contains(&errno), "errno {errno}");
+                assert!(
+                    [libc::ENOENT, libc::EOPNOTSUPP, libc::EINVAL].contains(&errno),
+                    "errno {errno}"
+                );
                 println!("{mode:?} queueing unsupported here: errno {errno}");
             }
             Err(e) => panic!("probe of {mode:?} failed oddly: {e}"),
         }
     }
-    assert!(!supported.is_empty(), "kernel supports neither queue mechanism");
+    assert!(
+        !supported.is_empty(),
+        "kernel supports neither queue mechanism"
+    );
     assert_eq!(ns.ruleset(), "", "probing must leave nothing behind");
     for mode in supported {
         println!("testing {mode:?} mode");
@@ -55,23 +70,33 @@ fn syns_reach_the_queue_in_every_supported_mode() {
         handshake_is_queued(&ns, mode, Ipv6Addr::LOCALHOST.into());
     }
     // Automatic choice picks a supported mode and reports it.
-    let mode = ns.run(|| Ruleset::install(&Config::default()).map(|rs| rs.mode())).expect("install");
+    let mode = ns
+        .run(|| Ruleset::install(&Config::default()).map(|rs| rs.mode()))
+        .expect("install");
     println!("automatic mode: {mode:?}");
 }
 
 #[test]
 fn traffic_flows_without_a_reader() {
     let ns = Netns::new();
-    let mode = ns.run(|| Ruleset::install(&Config::default()).map(|rs| (rs.mode(), std::mem::forget(rs))));
-    let (mode, ()) = mode.expect("install");
+    let rs = ns
+        .run(|| Ruleset::install(&Config::default()))
+        .expect("install");
+    let mode = rs.mode();
     let server = echo_server(&ns, "127.0.0.1:0".parse().unwrap());
     let started = Instant::now();
     let mut c = connect(&ns, None, server).expect("connect with bypass and no reader");
     echo_roundtrip(&mut c, b"fail open").expect("echo");
-    println!("{mode:?}: connected without reader in {:?}", started.elapsed());
+    println!(
+        "{mode:?}: connected without reader in {:?}",
+        started.elapsed()
+    );
     let counters = ns.sh("nft list chain inet rackd out");
     // SYN and SYN-ACK both left through `out`, matched the SYN rule and were bypassed.
-    assert!(counters.contains("counter packets 2 "), "the SYN rule must have matched: {counters}");
+    assert!(
+        counters.contains("counter packets 2 "),
+        "the SYN rule must have matched: {counters}"
+    );
 }
 
 #[test]
@@ -80,11 +105,18 @@ fn ineligible_connections_never_reach_the_queue() {
     let num = 3;
     let server_eligible = echo_server(&ns, "127.0.0.1:0".parse().unwrap());
     let server_excluded = echo_server(&ns, "127.0.0.1:0".parse().unwrap());
-    let mut cfg = Config { queue: QueueConfig { num, ..QueueConfig::default() }, ..Config::default() };
+    let mut cfg = Config {
+        queue: QueueConfig {
+            num,
+            ..QueueConfig::default()
+        },
+        ..Config::default()
+    };
     let excluded = server_excluded.port();
     cfg.eligibility.remote_ports = Selector::except([excluded..=excluded]);
     cfg.eligibility.local_ports = Selector::except([excluded..=excluded]);
-    let _rs = ns.run(move || Ruleset::install(&cfg).map(std::mem::forget)).expect("install");
+    // Kept until the end of the test; dropping it removes the table.
+    let _rs = ns.run(move || Ruleset::install(&cfg)).expect("install");
     let reader = Reader::start(&ns, num);
     let mut c = connect(&ns, None, server_excluded).expect("connect");
     echo_roundtrip(&mut c, b"x").expect("echo");
@@ -98,7 +130,9 @@ fn ineligible_connections_never_reach_the_queue() {
 fn per_flow_entries_queue_a_running_connection() {
     let ns = Netns::new();
     let num = 5;
-    let rs = ns.run(move || Ruleset::install(&config(num, QueueMode::Compat))).expect("install");
+    let rs = ns
+        .run(move || Ruleset::install(&config(num, QueueMode::Compat)))
+        .expect("install");
     let rs = std::sync::Arc::new(std::sync::Mutex::new(rs));
     let server = echo_server(&ns, "[::1]:0".parse().unwrap());
     let reader = Reader::start(&ns, num);
@@ -114,15 +148,29 @@ fn per_flow_entries_queue_a_running_connection() {
     eventually("data packets queued", || reader.packets() >= 4 + 4);
     let queued = reader.packets();
 
-    rs.lock().unwrap().unqueue_flows(&both).expect("unqueue flows");
+    rs.lock()
+        .unwrap()
+        .unqueue_flows(&both)
+        .expect("unqueue flows");
     echo_roundtrip(&mut c, b"after").expect("echo after");
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert_eq!(reader.packets(), queued, "packets queued after the flow was removed");
+    assert_eq!(
+        reader.packets(),
+        queued,
+        "packets queued after the flow was removed"
+    );
 
     // Removing an absent entry is refused, naming the set and the errno.
-    let err = rs.lock().unwrap().unqueue_flows(&[flow]).expect_err("absent flow");
+    let err = rs
+        .lock()
+        .unwrap()
+        .unqueue_flows(&[flow])
+        .expect_err("absent flow");
     let text = err.to_string();
-    assert!(text.contains("elements of set flows6") && text.contains("errno 2"), "{text}");
+    assert!(
+        text.contains("elements of set flows6") && text.contains("errno 2"),
+        "{text}"
+    );
 }
 
 fn many_flows(n: u32, v6: bool) -> Vec<FlowKey> {
@@ -131,13 +179,22 @@ fn many_flows(n: u32, v6: bool) -> Vec<FlowKey> {
             let (hi, lo) = ((i >> 8) as u8, i as u8);
             let (a, b): (IpAddr, IpAddr) = if v6 {
                 (
-                    format!("2001:db8::{hi:x}:{lo:x}").parse::<Ipv6Addr>().unwrap().into(),
+                    format!("2001:db8::{hi:x}:{lo:x}")
+                        .parse::<Ipv6Addr>()
+                        .unwrap()
+                        .into(),
                     "2001:db8:1::1".parse::<Ipv6Addr>().unwrap().into(),
                 )
             } else {
-                (Ipv4Addr::new(198, 51, hi, lo).into(), Ipv4Addr::new(203, 0, 113, 1).into())
+                (
+                    Ipv4Addr::new(198, 51, hi, lo).into(),
+                    Ipv4Addr::new(203, 0, 113, 1).into(),
+                )
             };
-            FlowKey::new(SocketAddr::new(a, 40000 + (i % 1000) as u16), SocketAddr::new(b, 443))
+            FlowKey::new(
+                SocketAddr::new(a, 40000 + (i % 1000) as u16),
+                SocketAddr::new(b, 443),
+            )
         })
         .collect()
 }
@@ -153,7 +210,10 @@ fn ten_thousand_flows_install_in_under_a_second() {
             let start = Instant::now();
             rs.queue_flows(&flows).expect("add 10k");
             let added = start.elapsed();
-            let listed = common::sh_here(&format!("nft list set inet rackd flows{}", if v6 { 6 } else { 4 }));
+            let listed = common::sh_here(&format!(
+                "nft list set inet rackd flows{}",
+                if v6 { 6 } else { 4 }
+            ));
             let count = listed.matches(" . 443").count();
             let start = Instant::now();
             rs.unqueue_flows(&flows).expect("remove 10k");
@@ -166,7 +226,13 @@ fn ten_thousand_flows_install_in_under_a_second() {
         let fam = if v6 { "IPv6" } else { "IPv4" };
         println!("{fam}: 10000 flows added in {added:?}, removed in {removed:?}");
         assert_eq!(count, 10_000, "{fam}: elements listed by nft");
-        assert!(added.as_secs_f64() < 1.0, "{fam}: adding 10k flows took {added:?}");
-        assert!(removed.as_secs_f64() < 1.0, "{fam}: removing 10k flows took {removed:?}");
+        assert!(
+            added.as_secs_f64() < 1.0,
+            "{fam}: adding 10k flows took {added:?}"
+        );
+        assert!(
+            removed.as_secs_f64() < 1.0,
+            "{fam}: removing 10k flows took {removed:?}"
+        );
     }
 }

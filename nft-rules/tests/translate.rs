@@ -40,7 +40,10 @@ struct Topology {
 fn topology() -> Topology {
     let host = Netns::new();
     let peer = Netns::new();
-    host.sh(&format!("ip link add a0 type veth peer name b0 netns {}", peer.tid()));
+    host.sh(&format!(
+        "ip link add a0 type veth peer name b0 netns {}",
+        peer.tid()
+    ));
     host.sh(
         "ip addr add 203.0.113.1/24 dev a0 && ip addr add 203.0.113.10/24 dev a0 && \
          ip addr add 2001:db8:113::1/64 dev a0 nodad && ip addr add 2001:db8:113::10/64 dev a0 nodad && \
@@ -66,15 +69,29 @@ fn sa(s: &str) -> SocketAddr {
 /// (socket's local, socket's view of the peer, wire local, wire peer)
 fn addresses(v6: bool) -> [SocketAddr; 4] {
     if v6 {
-        [sa("[2001:db8:113::1]:40001"), sa("[2001:db8:51::9]:9000"), sa("[2001:db8:113::10]:50001"), sa("[2001:db8:113::2]:9001")]
+        [
+            sa("[2001:db8:113::1]:40001"),
+            sa("[2001:db8:51::9]:9000"),
+            sa("[2001:db8:113::10]:50001"),
+            sa("[2001:db8:113::2]:9001"),
+        ]
     } else {
-        [sa("203.0.113.1:40001"), sa("198.51.100.9:9000"), sa("203.0.113.10:50001"), sa("203.0.113.2:9001")]
+        [
+            sa("203.0.113.1:40001"),
+            sa("198.51.100.9:9000"),
+            sa("203.0.113.10:50001"),
+            sa("203.0.113.2:9001"),
+        ]
     }
 }
 
 fn invalid_drops(ns: &Netns) -> String {
     let fw = ns.sh("nft list table inet fw");
-    fw.lines().filter(|l| l.contains("invalid")).map(str::trim).collect::<Vec<_>>().join("\n")
+    fw.lines()
+        .filter(|l| l.contains("invalid"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -82,8 +99,17 @@ fn spliced_flow_is_translated_in_kernel_next_to_stateful_firewall() {
     let t = topology();
     let before = t.host.sh("nft -s list ruleset");
     let num = 9;
-    let cfg = Config { queue: QueueConfig { num, ..QueueConfig::default() }, ..Config::default() };
-    let rs = t.host.run(move || Ruleset::install(&cfg)).expect("install next to firewall");
+    let cfg = Config {
+        queue: QueueConfig {
+            num,
+            ..QueueConfig::default()
+        },
+        ..Config::default()
+    };
+    let rs = t
+        .host
+        .run(move || Ruleset::install(&cfg))
+        .expect("install next to firewall");
     let reader = Reader::start(&t.host, num);
 
     for v6 in [false, true] {
@@ -92,8 +118,22 @@ fn spliced_flow_is_translated_in_kernel_next_to_stateful_firewall() {
         let out_key = FlowKey::new(sock_local, sock_peer);
         let in_key = FlowKey::new(wire_peer, wire_local);
         let entries = [
-            (Direction::Out, out_key, Translation { src: wire_local, dst: wire_peer }),
-            (Direction::In, in_key, Translation { src: sock_peer, dst: sock_local }),
+            (
+                Direction::Out,
+                out_key,
+                Translation {
+                    src: wire_local,
+                    dst: wire_peer,
+                },
+            ),
+            (
+                Direction::In,
+                in_key,
+                Translation {
+                    src: sock_peer,
+                    dst: sock_local,
+                },
+            ),
         ];
         rs.add_translations(&entries).expect("add translations");
 
@@ -105,9 +145,17 @@ fn spliced_flow_is_translated_in_kernel_next_to_stateful_firewall() {
                     t.peer.sh("ip -6 addr; ip -6 neigh; nstat -az | grep -iE 'Ip6|Tcp' | grep -v ' 0 '"),
                 )
             });
-        assert_eq!(c.peer_addr().unwrap(), sock_peer, "the socket keeps its view");
+        assert_eq!(
+            c.peer_addr().unwrap(),
+            sock_peer,
+            "the socket keeps its view"
+        );
         for i in 0..20 {
-            echo_roundtrip(&mut c, format!("segment {i} over the translated path").as_bytes()).expect("echo");
+            echo_roundtrip(
+                &mut c,
+                format!("segment {i} over the translated path").as_bytes(),
+            )
+            .expect("echo");
         }
         echo_roundtrip(&mut c, &vec![0x5a; 200_000]).expect("bulk echo (many segments, both ways)");
 
@@ -118,21 +166,39 @@ fn spliced_flow_is_translated_in_kernel_next_to_stateful_firewall() {
         let keys: Vec<_> = entries.iter().map(|(d, k, _)| (*d, *k)).collect();
         rs.remove_translations(&keys).expect("remove translations");
         // Without translation the peer's packets no longer match the socket: no echo.
-        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        assert!(echo_roundtrip(&mut c, b"untranslated").is_err(), "traffic still translated after removal");
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(
+            echo_roundtrip(&mut c, b"untranslated").is_err(),
+            "traffic still translated after removal"
+        );
     }
     let invalid = invalid_drops(&t.host);
-    assert_eq!(invalid.matches("counter packets 0 bytes 0").count(), 2, "conntrack saw invalid packets:\n{invalid}");
+    assert_eq!(
+        invalid.matches("counter packets 0 bytes 0").count(),
+        2,
+        "conntrack saw invalid packets:\n{invalid}"
+    );
 
     // The firewall still works with rackd installed: allowed port opens, others are dropped.
     echo_server(&t.host, sa("203.0.113.1:22"));
     echo_server(&t.host, sa("203.0.113.1:8080"));
-    let mut ok = connect(&t.peer, None, sa("203.0.113.1:22")).expect("allowed port through firewall");
+    let mut ok =
+        connect(&t.peer, None, sa("203.0.113.1:22")).expect("allowed port through firewall");
     echo_roundtrip(&mut ok, b"ssh").expect("echo");
-    let blocked = connect_within(&t.peer, None, sa("203.0.113.1:8080"), Duration::from_millis(500));
+    let blocked = connect_within(
+        &t.peer,
+        None,
+        sa("203.0.113.1:8080"),
+        Duration::from_millis(500),
+    );
     assert!(blocked.is_err(), "firewall let a blocked port through");
 
     drop(reader);
     t.host.run(move || rs.remove()).expect("remove");
-    assert_eq!(t.host.sh("nft -s list ruleset"), before, "removal must restore the ruleset exactly");
+    assert_eq!(
+        t.host.sh("nft -s list ruleset"),
+        before,
+        "removal must restore the ruleset exactly"
+    );
 }

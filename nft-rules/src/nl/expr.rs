@@ -34,7 +34,10 @@ pub(crate) struct Expr {
 
 impl Expr {
     fn new(name: &'static CStr) -> Self {
-        Self { name, attrs: Vec::new() }
+        Self {
+            name,
+            attrs: Vec::new(),
+        }
     }
 
     fn u32(mut self, attr: u32, value: u32) -> Self {
@@ -150,7 +153,11 @@ pub(crate) fn payload_write(
         Csum::Inet { offset } => (NFT_PAYLOAD_CSUM_INET, offset),
         Csum::None => (NFT_PAYLOAD_CSUM_NONE, 0),
     };
-    let flags = if pseudo_header { NFT_PAYLOAD_L4CSUM_PSEUDOHDR } else { 0 };
+    let flags = if pseudo_header {
+        NFT_PAYLOAD_L4CSUM_PSEUDOHDR
+    } else {
+        0
+    };
     Expr::new(c"payload")
         .u32(sys::NFTNL_EXPR_PAYLOAD_SREG, sreg)
         .u32(sys::NFTNL_EXPR_PAYLOAD_BASE, base as u32)
@@ -235,7 +242,11 @@ mod tests {
     #[test]
     fn compat_info_is_host_order_and_padded() {
         let e = queue_compat(0x0102, 4, QUEUE_FLAG_BYPASS);
-        let info = e.attrs.iter().find(|(a, _)| *a == sys::NFTNL_EXPR_TG_INFO).unwrap();
+        let info = e
+            .attrs
+            .iter()
+            .find(|(a, _)| *a == sys::NFTNL_EXPR_TG_INFO)
+            .unwrap();
         let mut want = vec![];
         want.extend_from_slice(&0x0102u16.to_ne_bytes());
         want.extend_from_slice(&4u16.to_ne_bytes());
@@ -246,8 +257,14 @@ mod tests {
     #[test]
     fn address_write_asks_for_pseudo_header_update() {
         let e = payload_write(Base::Network, 12, 4, 8, Csum::Inet { offset: 10 }, true);
-        assert!(e.attrs.contains(&(sys::NFTNL_EXPR_PAYLOAD_FLAGS, Value::U32(1))));
-        assert!(e.attrs.contains(&(sys::NFTNL_EXPR_PAYLOAD_CSUM_TYPE, Value::U32(1))));
-        assert!(e.attrs.contains(&(sys::NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, Value::U32(10))));
+        assert!(e
+            .attrs
+            .contains(&(sys::NFTNL_EXPR_PAYLOAD_FLAGS, Value::U32(1))));
+        assert!(e
+            .attrs
+            .contains(&(sys::NFTNL_EXPR_PAYLOAD_CSUM_TYPE, Value::U32(1))));
+        assert!(e
+            .attrs
+            .contains(&(sys::NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, Value::U32(10))));
     }
 }

@@ -74,7 +74,11 @@ pub(crate) fn parse_acks(datagram: &[u8]) -> Result<Vec<Ack>, MalformedReply> {
             } else {
                 None
             };
-            acks.push(Ack { seq, errno: error.saturating_neg(), message });
+            acks.push(Ack {
+                seq,
+                errno: error.saturating_neg(),
+                message,
+            });
         }
         at += align4(len);
     }

@@ -50,7 +50,11 @@ pub(crate) struct Elem {
 
 impl Elem {
     pub(crate) fn key(key: Vec<u8>) -> Self {
-        Self { key, data: None, interval_end: false }
+        Self {
+            key,
+            data: None,
+            interval_end: false,
+        }
     }
 }
 
@@ -62,7 +66,9 @@ pub(crate) struct NftSet {
 
 impl std::fmt::Debug for NftSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NftSet").field("family", &self.family).finish_non_exhaustive()
+        f.debug_struct("NftSet")
+            .field("family", &self.family)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,7 +140,11 @@ impl NftSet {
                 }
                 if elem.interval_end {
                     let flags = NFT_SET_ELEM_INTERVAL_END;
-                    sys::nftnl_set_elem_set_u32(e.as_ptr(), sys::NFTNL_SET_ELEM_FLAGS as u16, flags);
+                    sys::nftnl_set_elem_set_u32(
+                        e.as_ptr(),
+                        sys::NFTNL_SET_ELEM_FLAGS as u16,
+                        flags,
+                    );
                 }
                 sys::nftnl_set_elem_add(this.set.as_ptr(), e.as_ptr());
             }
@@ -187,7 +197,11 @@ impl<'a> ElemsMsgs<'a> {
         let Some(iter) = NonNull::new(raw) else {
             std::process::abort();
         };
-        Self { set, iter, more: Cell::new(true) }
+        Self {
+            set,
+            iter,
+            more: Cell::new(true),
+        }
     }
 
     /// Whether another message is needed for the remaining elements.
@@ -209,7 +223,10 @@ impl Drop for ElemsMsgs<'_> {
 unsafe impl NlMsg for ElemsMsgs<'_> {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
         let (ty, flags) = match msg_type {
-            MsgType::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE | libc::NLM_F_ACK),
+            MsgType::Add => (
+                libc::NFT_MSG_NEWSETELEM,
+                libc::NLM_F_CREATE | libc::NLM_F_ACK,
+            ),
             MsgType::Del => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
         };
         // SAFETY: the caller guarantees `buf` has room for a maximum-size message; the

@@ -37,16 +37,28 @@ const RCVBUF: usize = 1 << 20;
 impl NlSocket {
     /// Opens a socket in the calling thread's network namespace.
     pub(crate) fn open(operation: &'static str) -> Result<Self> {
-        let sock_err = |step| move |source| Error::Socket { operation, step, source };
+        let sock_err = |step| {
+            move |source| Error::Socket {
+                operation,
+                step,
+                source,
+            }
+        };
         let inner = mnl::Socket::new(mnl::Bus::Netfilter).map_err(sock_err("socket"))?;
         let this = Self { inner };
         // Replies echo only the header of a failed message (not e.g. 64 KiB of elements) and
         // carry the kernel's explanation when it has one.
-        this.set_opt(SOL_NETLINK, NETLINK_CAP_ACK, 1).map_err(sock_err("NETLINK_CAP_ACK"))?;
-        this.set_opt(SOL_NETLINK, NETLINK_EXT_ACK, 1).map_err(sock_err("NETLINK_EXT_ACK"))?;
-        this.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF as libc::c_int)
-            .or_else(|_| this.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF as libc::c_int))
-            .map_err(sock_err("SO_RCVBUF"))?;
+        this.set_opt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            .map_err(sock_err("NETLINK_CAP_ACK"))?;
+        this.set_opt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+            .map_err(sock_err("NETLINK_EXT_ACK"))?;
+        this.set_opt(
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            RCVBUF as libc::c_int,
+        )
+        .or_else(|_| this.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF as libc::c_int))
+        .map_err(sock_err("SO_RCVBUF"))?;
         Ok(this)
     }
 
@@ -77,12 +89,16 @@ impl NlSocket {
     fn send_whole(&self, data: &[u8]) -> io::Result<()> {
         // The kernel refuses datagrams larger than the send buffer.
         let want = (data.len() + 4096).max(1 << 16);
-        let want = libc::c_int::try_from(want).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
+        let want = libc::c_int::try_from(want)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
         self.set_opt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want)
             .or_else(|_| self.set_opt(libc::SOL_SOCKET, libc::SO_SNDBUF, want))?;
         let sent = self.inner.send(data)?;
         if sent != data.len() {
-            return Err(io::Error::other(format!("sent {sent} of {} bytes", data.len())));
+            return Err(io::Error::other(format!(
+                "sent {sent} of {} bytes",
+                data.len()
+            )));
         }
         Ok(())
     }
@@ -91,7 +107,12 @@ impl NlSocket {
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
         let n = unsafe {
-            libc::recv(self.fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            libc::recv(
+                self.fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
@@ -112,13 +133,18 @@ pub(crate) struct Txn {
 
 impl std::fmt::Debug for Txn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txn").field("labels", &self.labels).finish_non_exhaustive()
+        f.debug_struct("Txn")
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
     }
 }
 
 impl Txn {
     pub(crate) fn new() -> Self {
-        Self { batch: Batch::new(), labels: Vec::new() }
+        Self {
+            batch: Batch::new(),
+            labels: Vec::new(),
+        }
     }
 
     /// Appends one message.
@@ -140,7 +166,13 @@ impl Txn {
         let batch = self.batch.finalize();
         let seqs = batch.sequence_numbers();
         let bytes: Vec<u8> = batch.iter().flatten().copied().collect();
-        let sock_err = |step| move |source| Error::Socket { operation, step, source };
+        let sock_err = |step| {
+            move |source| Error::Socket {
+                operation,
+                step,
+                source,
+            }
+        };
         sock.send_whole(&bytes).map_err(sock_err("send"))?;
 
         // Whether batch begin/end are acknowledged depends on the kernel (nftnl decides);
@@ -150,7 +182,10 @@ impl Txn {
         let label_of = |seq: u32| {
             seq.checked_sub(first)
                 .and_then(|i| self.labels.get(i as usize))
-                .map_or_else(|| format!("batch control message (seq {seq})"), Clone::clone)
+                .map_or_else(
+                    || format!("batch control message (seq {seq})"),
+                    Clone::clone,
+                )
         };
 
         let mut pending: HashSet<u32> = seqs.clone().collect();
@@ -158,7 +193,8 @@ impl Txn {
         let mut buf = vec![0u8; 1 << 16];
         // The kernel processes a batch inside sendmsg, so all answers are already queued.
         while let Some(n) = sock.try_recv(&mut buf).map_err(sock_err("recv"))? {
-            let acks = parse_acks(&buf[..n]).map_err(|source| Error::Malformed { operation, source })?;
+            let acks =
+                parse_acks(&buf[..n]).map_err(|source| Error::Malformed { operation, source })?;
             for ack in acks {
                 pending.remove(&ack.seq);
                 if ack.errno != 0 && first_failure.is_none() {
@@ -175,7 +211,11 @@ impl Txn {
             return Err(err);
         }
         if !pending.is_empty() {
-            return Err(Error::MissingAcks { operation, missing: pending.len(), expected: seqs.len() });
+            return Err(Error::MissingAcks {
+                operation,
+                missing: pending.len(),
+                expected: seqs.len(),
+            });
         }
         Ok(())
     }

@@ -18,7 +18,10 @@ type Job = Box<dyn FnOnce() + Send>;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "nft-rules namespace tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN); euid is {euid}");
+    assert_eq!(
+        euid, 0,
+        "nft-rules namespace tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN); euid is {euid}"
+    );
 }
 
 /// A fresh network namespace, held by a thread that runs the jobs given to it. Commands and
@@ -50,7 +53,11 @@ impl Netns {
         });
         let tid = ready_rx.recv().expect("namespace thread died");
         assert!(tid > 0, "unshare(CLONE_NEWNET) failed: errno {}", -tid);
-        let ns = Self { jobs: Some(jobs), thread: Some(thread), tid };
+        let ns = Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            tid,
+        };
         ns.sh("ip link set lo up");
         ns
     }
@@ -67,7 +74,11 @@ impl Netns {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             let _ = tx.send(r);
         });
-        self.jobs.as_ref().expect("namespace gone").send(job).expect("namespace thread gone");
+        self.jobs
+            .as_ref()
+            .expect("namespace gone")
+            .send(job)
+            .expect("namespace thread gone");
         match rx.recv().expect("namespace job lost") {
             Ok(v) => v,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -97,7 +108,11 @@ impl Drop for Netns {
 
 /// Runs a command in the calling thread's namespace (children inherit the thread's).
 pub fn sh_here(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
     assert!(
         out.status.success(),
         "`{cmd}` failed ({}): {}{}",
@@ -114,7 +129,9 @@ pub fn proc_queue_seq(queue: u16) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/thread-self/net/netfilter/nfnetlink_queue").ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.first()?.parse::<u16>().ok()? == queue).then(|| f.get(7)?.parse().ok()).flatten()
+        (f.first()?.parse::<u16>().ok()? == queue)
+            .then(|| f.get(7)?.parse().ok())
+            .flatten()
     })
 }
 
@@ -155,7 +172,12 @@ impl Reader {
                 }
             }
         });
-        Self { stop, packets, syns, thread: Some(thread) }
+        Self {
+            stop,
+            packets,
+            syns,
+            thread: Some(thread),
+        }
     }
 
     pub fn packets(&self) -> usize {
