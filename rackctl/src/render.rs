@@ -1,0 +1,200 @@
+//! Human-readable status, in the spirit of `wg show`: a daemon block, then a block per
+//! connection with indented `key: value` lines.
+
+use std::fmt::Write;
+
+use crate::proto::{ConnState, ConnectionStatus, Status};
+
+/// "1 hour, 3 minutes": the two largest units, singular where it reads so.
+pub fn duration(secs: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, name) in UNITS {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 {
+            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "0 seconds".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// "1.20 MiB".
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2} {}", UNITS[unit])
+}
+
+/// The whole status as text. `color` adds ANSI bold/colour to headings and states.
+pub fn status(s: &Status, color: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
+    let d = &s.daemon;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: pid {}", paint("1", "rackd"), d.pid);
+    let _ = writeln!(out, "  version: {}", d.version);
+    let _ = writeln!(out, "  uptime: {}", duration(d.uptime_s));
+    let _ = writeln!(out, "  queue mode: {}", d.queue_mode);
+    let _ = writeln!(
+        out,
+        "  packets: {} queued, {} dropped",
+        d.packets_queued, d.packets_dropped
+    );
+    let counts: Vec<String> = d
+        .states
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  connections: {}",
+        if counts.is_empty() {
+            "none".into()
+        } else {
+            counts.join(", ")
+        }
+    );
+    let mut conns: Vec<&ConnectionStatus> = s.connections.iter().collect();
+    // Most recently started first: the connection someone is looking for is usually new.
+    conns.sort_by_key(|c| c.age_s);
+    for c in conns {
+        out.push('\n');
+        let _ = writeln!(out, "{}: {}", paint("1", "connection"), c.id);
+        let state_color = match c.state {
+            ConnState::Connected => "32",
+            ConnState::Suspended | ConnState::Reconnecting => "33",
+            ConnState::Closed => "31",
+            _ => "0",
+        };
+        let _ = writeln!(out, "  state: {}", paint(state_color, c.state.as_str()));
+        let _ = writeln!(out, "  local: {}", c.local);
+        let _ = writeln!(out, "  remote: {}", c.remote);
+        if c.original_local != c.local || c.original_remote != c.remote {
+            let _ = writeln!(
+                out,
+                "  socket sees: {} -> {}",
+                c.original_local, c.original_remote
+            );
+        }
+        if let Some(p) = &c.peer {
+            let _ = writeln!(out, "  peer: {p}");
+        }
+        let _ = writeln!(out, "  age: {}", duration(c.age_s));
+        if c.suspended_for_s > 0 {
+            let _ = writeln!(out, "  suspended for: {}", duration(c.suspended_for_s));
+        }
+        if c.reconnects > 0 {
+            let _ = writeln!(out, "  reconnects: {}", c.reconnects);
+        }
+        let _ = writeln!(
+            out,
+            "  transfer: {} received, {} sent",
+            size(c.bytes_received),
+            size(c.bytes_sent)
+        );
+        if let Some(ms) = c.last_heartbeat_ms_ago {
+            let _ = writeln!(out, "  latest heartbeat: {} ms ago", ms);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::DaemonStatus;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(0), "0 seconds");
+        assert_eq!(duration(1), "1 second");
+        assert_eq!(duration(63), "1 minute, 3 seconds");
+        assert_eq!(duration(3600 * 26 + 5), "1 day, 2 hours");
+        assert_eq!(duration(7200), "2 hours");
+    }
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1024), "1.00 KiB");
+        assert_eq!(size(1_258_291), "1.20 MiB");
+    }
+
+    #[test]
+    fn status_lists_daemon_and_connections() {
+        let s = Status {
+            daemon: DaemonStatus {
+                version: "0.1.0".into(),
+                pid: 42,
+                uptime_s: 61,
+                queue_mode: "compat".into(),
+                packets_queued: 10,
+                packets_dropped: 0,
+                states: [("connected".to_string(), 1), ("released".to_string(), 0)]
+                    .into_iter()
+                    .collect(),
+            },
+            connections: vec![ConnectionStatus {
+                id: "00ab".into(),
+                state: ConnState::Suspended,
+                local: "192.0.2.9:40000".into(),
+                remote: "[2001:db8::2]:22".into(),
+                original_local: "192.0.2.2:40000".into(),
+                original_remote: "[2001:db8::2]:22".into(),
+                age_s: 5,
+                suspended_for_s: 3,
+                reconnects: 1,
+                bytes_sent: 2048,
+                bytes_received: 1,
+                peer: None,
+                last_heartbeat_ms_ago: None,
+            }],
+        };
+        let text = status(&s, false);
+        for want in [
+            "rackd: pid 42",
+            "uptime: 1 minute, 1 second",
+            "queue mode: compat",
+            "connections: 1 connected",
+            "connection: 00ab",
+            "state: suspended",
+            "remote: [2001:db8::2]:22",
+            "socket sees: 192.0.2.2:40000 -> [2001:db8::2]:22",
+            "suspended for: 3 seconds",
+            "transfer: 1 B received, 2.00 KiB sent",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains('\x1b'));
+        assert!(status(&s, true).contains("\x1b[33msuspended"));
+    }
+}
