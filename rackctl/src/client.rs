@@ -36,6 +36,7 @@ impl ClientError {
     }
 }
 
+#[derive(Debug)]
 pub struct Client {
     path: PathBuf,
     reader: BufReader<UnixStream>,

@@ -40,19 +40,30 @@ pub struct QueueConfig {
 pub struct RulesConfig {
     /// Name of rackd's own nftables table (family inet).
     pub table: String,
-    /// Packet mark carried by packets rackd injects; never queued again.
+    /// Mark bits carried by packets and sockets of rackd itself; such packets are never queued.
     pub mark: u32,
+    /// Which bits of the packet mark rackd owns (`mark` must lie within them).
+    pub mark_mask: u32,
 }
 
-/// Which connections rackd offers to protect. Empty include lists mean "all".
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// Which connections rackd offers to protect, decided in the kernel at SYN time. "Local" is this
+/// host's end of the connection, "remote" the peer's, whichever side opened it. An empty list
+/// means "all"; excludes win over includes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Eligibility {
-    pub include_ports: Vec<u16>,
-    pub exclude_ports: Vec<u16>,
-    /// CIDR prefixes of remote addresses, e.g. "198.51.100.0/24" or "2001:db8::/32".
-    pub include_remote: Vec<Prefix>,
-    pub exclude_remote: Vec<Prefix>,
+    pub ipv4: bool,
+    pub ipv6: bool,
+    /// Port ranges such as "22" or "8000-8099".
+    pub local_ports: Vec<PortRange>,
+    pub exclude_local_ports: Vec<PortRange>,
+    pub remote_ports: Vec<PortRange>,
+    pub exclude_remote_ports: Vec<PortRange>,
+    /// CIDR prefixes of either family, e.g. "198.51.100.0/24" or "2001:db8::/32".
+    pub local_addrs: Vec<Prefix>,
+    pub exclude_local_addrs: Vec<Prefix>,
+    pub remote_addrs: Vec<Prefix>,
+    pub exclude_remote_addrs: Vec<Prefix>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -102,10 +113,28 @@ impl Default for QueueConfig {
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        // "rack" in ASCII: unlikely to collide with marks other software sets.
+        // One high bit, so rackd coexists with software that uses the low bits of the mark.
         Self {
             table: "rackd".into(),
-            mark: 0x7261_636b,
+            mark: 0x4000_0000,
+            mark_mask: 0x4000_0000,
+        }
+    }
+}
+
+impl Default for Eligibility {
+    fn default() -> Self {
+        Self {
+            ipv4: true,
+            ipv6: true,
+            local_ports: Vec::new(),
+            exclude_local_ports: Vec::new(),
+            remote_ports: Vec::new(),
+            exclude_remote_ports: Vec::new(),
+            local_addrs: Vec::new(),
+            exclude_local_addrs: Vec::new(),
+            remote_addrs: Vec::new(),
+            exclude_remote_addrs: Vec::new(),
         }
     }
 }
@@ -203,6 +232,48 @@ impl<'de> Deserialize<'de> for Prefix {
     }
 }
 
+/// An inclusive TCP port range, written "N" or "LO-HI" (a bare integer is accepted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{s:?} is not a port or port range (\"N\" or \"LO-HI\")"))
+        };
+        let (lo, hi) = match s.split_once('-') {
+            Some((lo, hi)) => (port(lo)?, port(hi)?),
+            None => (port(s)?, port(s)?),
+        };
+        if lo > hi {
+            return Err(format!("{s:?}: range start is after its end"));
+        }
+        Ok(PortRange { lo, hi })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Int(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -279,6 +350,20 @@ impl Config {
         if self.rules.mark == 0 {
             return invalid("rules.mark", "0".into(), "0 is every unmarked packet");
         }
+        if self.rules.mark & !self.rules.mark_mask != 0 {
+            return invalid(
+                "rules.mark",
+                format!("{:#x}", self.rules.mark),
+                "has bits outside rules.mark_mask",
+            );
+        }
+        if !self.eligibility.ipv4 && !self.eligibility.ipv6 {
+            return invalid(
+                "eligibility.ipv6",
+                "false".into(),
+                "with eligibility.ipv4 = false nothing could be protected",
+            );
+        }
         if self.peer.port == 0 {
             return invalid("peer.port", "0".into(), "must be a port number");
         }
@@ -311,14 +396,16 @@ mod tests {
     #[test]
     fn values_override_defaults() {
         let c = parse(
-            "[queue]\nnum = 7\ncount = 2\n[eligibility]\nexclude_ports = [22]\n\
-             include_remote = [\"198.51.100.0/24\", \"2001:db8::/32\"]\n\
+            "[queue]\nnum = 7\ncount = 2\n[eligibility]\nexclude_local_ports = [22, \"8000-8099\"]\n\
+             remote_addrs = [\"198.51.100.0/24\", \"2001:db8::/32\"]\n\
              [monitor]\nheartbeat_interval_ms = 200\ndetect_after_ms = 1500\n",
         )
         .unwrap();
         assert_eq!((c.queue.num, c.queue.count), (7, 2));
-        assert_eq!(c.eligibility.exclude_ports, [22]);
-        assert_eq!(c.eligibility.include_remote[1].len, 32);
+        let ports = &c.eligibility.exclude_local_ports;
+        assert_eq!(ports[0], PortRange { lo: 22, hi: 22 });
+        assert_eq!(ports[1], PortRange { lo: 8000, hi: 8099 });
+        assert_eq!(c.eligibility.remote_addrs[1].len, 32);
         assert_eq!(c.monitor.detect_after(), Duration::from_millis(1500));
     }
 
@@ -336,8 +423,12 @@ mod tests {
 
     #[test]
     fn bad_prefix_is_named() {
-        let err = parse("[eligibility]\nexclude_remote = [\"10.0.0.0/33\"]\n").unwrap_err();
+        let err = parse("[eligibility]\nexclude_remote_addrs = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+        let err = parse("[eligibility]\nlocal_ports = [\"90-80\"]\n").unwrap_err();
+        assert!(err.to_string().contains("90-80"), "{err}");
+        let err = parse("[eligibility]\nlocal_ports = [70000]\n").unwrap_err();
+        assert!(err.to_string().contains("70000"), "{err}");
     }
 
     #[test]
@@ -349,6 +440,8 @@ mod tests {
             err.contains("monitor.detect_after_ms") && err.contains("400"),
             "{err}"
         );
+        let err = parse("[rules]\nmark = 3\nmark_mask = 1\n").unwrap_err().to_string();
+        assert!(err.contains("rules.mark") && err.contains("0x3"), "{err}");
         let err = parse("[control]\nmode = \"rw\"\n").unwrap_err().to_string();
         assert!(err.contains("control.mode") && err.contains("rw"), "{err}");
         let err = parse("[queue]\nnum = 65535\ncount = 2\n")
