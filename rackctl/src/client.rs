@@ -1,6 +1,8 @@
-//! A blocking client for the control socket: one request, one response line.
+//! A blocking client for the control socket: one request, one response line (or, for `watch`,
+//! one status line per interval until the client stops).
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::ops::ControlFlow;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,22 +10,40 @@ use std::time::Duration;
 use crate::proto::{ErrorBody, ErrorCode, Request, Response, Status};
 use crate::server::encode_request;
 
+/// How long to wait for an answer before giving up on the daemon.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What can go wrong talking to rackd.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
-    #[error("no control socket at {0} (is rackd running? see --control-socket)")]
+    /// Nothing listens at the path: rackd is not running or uses another socket.
+    #[error("is rackd running? no control socket at {0} (see --control-socket)")]
     NoSocket(PathBuf),
+    /// The socket's mode keeps this user out.
     #[error(
-        "permission denied on {0}: status needs membership in the socket's group (default \
-         \"rackd\"), changes need root"
+        "permission denied on {0}: reading status needs membership in the socket's group \
+         (default \"rackd\"), changing connections needs root"
     )]
     Access(PathBuf),
     #[error("control socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// The daemon's answer is not a response of this protocol.
     #[error("rackd sent an unreadable response: {0}")]
     Protocol(String),
-    #[error("rackd refused: {0}")]
+    /// The daemon answered with an error.
+    #[error("{}", daemon_message(.0))]
     Daemon(ErrorBody),
+}
+
+fn daemon_message(body: &ErrorBody) -> String {
+    match body.code {
+        ErrorCode::PermissionDenied => format!(
+            "permission denied: {} (changing connections needs root; try sudo)",
+            body.message
+        ),
+        code => format!("rackd refused ({code}): {}", body.message),
+    }
 }
 
 impl ClientError {
@@ -34,17 +54,10 @@ impl ClientError {
             _ => None,
         }
     }
-}
 
-#[derive(Debug)]
-pub struct Client {
-    path: PathBuf,
-    reader: BufReader<UnixStream>,
-}
-
-impl Client {
-    pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+    fn connect(path: &Path, e: io::Error) -> Self {
+        match e.kind() {
+            // A stale socket file without a listener refuses connections: same advice.
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                 ClientError::NoSocket(path.into())
             }
@@ -53,50 +66,39 @@ impl Client {
                 path: path.into(),
                 source: e,
             },
-        })?;
-        let io_err = |source| ClientError::Io {
-            path: path.into(),
-            source,
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(io_err)?;
-        Ok(Self {
+        }
+    }
+}
+
+/// A connection to rackd's control socket. Requests are answered in order; after
+/// [`Client::watch`] the connection is spent.
+#[derive(Debug)]
+pub struct Client {
+    path: PathBuf,
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|e| ClientError::connect(path, e))?;
+        let mut client = Self {
             path: path.into(),
             reader: BufReader::new(stream),
-        })
+        };
+        client.set_timeout(ANSWER_TIMEOUT)?;
+        Ok(client)
     }
 
     /// Sends `req` and returns the daemon's successful response.
     pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        let io_err = |source| ClientError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let mut line = encode_request(req);
-        line.push('\n');
-        self.reader
-            .get_mut()
-            .write_all(line.as_bytes())
-            .map_err(io_err)?;
-        let mut answer = String::new();
-        let n = self.reader.read_line(&mut answer).map_err(io_err)?;
-        if n == 0 {
-            return Err(ClientError::Protocol("connection closed".into()));
-        }
-        let resp: Response = serde_json::from_str(&answer)
-            .map_err(|e| ClientError::Protocol(format!("{e}: {}", answer.trim_end())))?;
-        match resp.error {
-            Some(body) if !resp.ok => Err(ClientError::Daemon(body)),
-            _ if !resp.ok => Err(ClientError::Protocol("ok=false without an error".into())),
-            _ => Ok(resp),
-        }
+        self.send(req)?;
+        self.receive()
     }
 
     pub fn status(&mut self) -> Result<Status, ClientError> {
-        self.call(&Request::Status)?
-            .status
-            .ok_or_else(|| ClientError::Protocol("status response without status".into()))
+        let response = self.call(&Request::Status)?;
+        status_of(response)
     }
 
     pub fn suspend(&mut self, id: &str) -> Result<(), ClientError> {
@@ -113,5 +115,130 @@ impl Client {
             addr: addr.into(),
         })
         .map(drop)
+    }
+
+    /// Asks for a status every `interval` (the daemon's default when `None`) and hands each to
+    /// `each` until it returns `Break`, the daemon hangs up, or an error arrives.
+    pub fn watch(
+        &mut self,
+        interval: Option<Duration>,
+        mut each: impl FnMut(&Status) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
+        let interval_ms = interval.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.set_timeout(interval.unwrap_or_default().saturating_add(ANSWER_TIMEOUT))?;
+        self.send(&Request::Watch { interval_ms })?;
+        loop {
+            let status = status_of(self.receive()?)?;
+            if each(&status).is_break() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn io_err(&self, source: io::Error) -> ClientError {
+        ClientError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| self.io_err(e))
+    }
+
+    fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        let mut line = encode_request(req);
+        line.push('\n');
+        let written = self.reader.get_mut().write_all(line.as_bytes());
+        written.map_err(|e| self.io_err(e))
+    }
+
+    fn receive(&mut self) -> Result<Response, ClientError> {
+        let mut answer = String::new();
+        let read = self.reader.read_line(&mut answer);
+        match read {
+            Ok(0) => Err(ClientError::Protocol(
+                "rackd closed the connection without answering".into(),
+            )),
+            Ok(_) => decode_response(&answer),
+            Err(e) => Err(self.io_err(e)),
+        }
+    }
+}
+
+/// Turns one response line into the daemon's successful response or its error.
+pub fn decode_response(line: &str) -> Result<Response, ClientError> {
+    let line = line.trim_end();
+    let response: Response = serde_json::from_str(line)
+        .map_err(|e| ClientError::Protocol(format!("{e} in {line:?}")))?;
+    match (response.ok, response.error) {
+        (true, _) => Ok(Response {
+            error: None,
+            ..response
+        }),
+        (false, Some(body)) => Err(ClientError::Daemon(body)),
+        (false, None) => Err(ClientError::Protocol(format!(
+            "\"ok\":false without an error in {line:?}"
+        ))),
+    }
+}
+
+fn status_of(response: Response) -> Result<Status, ClientError> {
+    response
+        .status
+        .ok_or_else(|| ClientError::Protocol("status response without \"status\"".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_errors_keep_their_code_and_message() {
+        let line =
+            r#"{"v":1,"ok":false,"error":{"code":"not_found","message":"no connection 1f"}}"#;
+        let e = decode_response(line).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotFound));
+        assert_eq!(e.to_string(), "rackd refused (not_found): no connection 1f");
+    }
+
+    #[test]
+    fn permission_denied_explains_what_to_do() {
+        let line = r#"{"v":1,"ok":false,"error":{"code":"permission_denied","message":"suspend needs root"}}"#;
+        let e = decode_response(line).unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::PermissionDenied));
+        let text = e.to_string();
+        assert!(
+            text.contains("suspend needs root") && text.contains("root"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn malformed_answers_are_protocol_errors() {
+        for line in ["", "hello", r#"{"v":1,"ok":false}"#, r#"{"ok":true}"#] {
+            let e = decode_response(line).unwrap_err();
+            assert!(matches!(e, ClientError::Protocol(_)), "{line:?} gave {e:?}");
+            assert_eq!(e.code(), None);
+        }
+        assert!(decode_response("{\"v\":1,\"ok\":true}\n").unwrap().ok);
+    }
+
+    #[test]
+    fn connect_errors_give_advice() {
+        let path = Path::new("/nonexistent/rackd/control.sock");
+        let e = Client::connect(path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "is rackd running? no control socket at /nonexistent/rackd/control.sock \
+             (see --control-socket)"
+        );
+        let denied = ClientError::connect(path, io::ErrorKind::PermissionDenied.into());
+        assert!(denied.to_string().contains("group"), "{denied}");
+        let refused = ClientError::connect(path, io::ErrorKind::ConnectionRefused.into());
+        assert!(matches!(refused, ClientError::NoSocket(_)));
     }
 }

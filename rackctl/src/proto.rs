@@ -27,12 +27,21 @@ pub enum Request {
         id: String,
         addr: String,
     },
+    /// Stream one status response per interval until the client hangs up.
+    Watch {
+        /// Milliseconds between status lines; the daemon picks when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u64>,
+    },
 }
 
 impl Request {
+    /// Every `cmd` word this version understands.
+    pub const COMMANDS: [&'static str; 5] = ["status", "suspend", "resume", "peer", "watch"];
+
     /// Whether the request changes a connection (root only) rather than reading state.
     pub fn changes_state(&self) -> bool {
-        !matches!(self, Request::Status)
+        !matches!(self, Request::Status | Request::Watch { .. })
     }
 
     /// The `cmd` word, for messages.
@@ -42,6 +51,7 @@ impl Request {
             Request::Suspend { .. } => "suspend",
             Request::Resume { .. } => "resume",
             Request::Peer { .. } => "peer",
+            Request::Watch { .. } => "watch",
         }
     }
 }
@@ -94,6 +104,29 @@ pub enum ErrorCode {
     UnsupportedVersion,
     InvalidState,
     Internal,
+    /// A code this version does not know, sent by a newer daemon; the message still explains.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,5 +241,131 @@ impl FromStr for ConnState {
             .into_iter()
             .find(|c| c.as_str() == s)
             .ok_or_else(|| format!("unknown connection state {s:?}"))
+    }
+}
+
+/// A status with one spliced IPv6 connection, shared by the golden tests here and in `render`.
+#[cfg(test)]
+pub(crate) fn sample_status() -> Status {
+    Status {
+        daemon: DaemonStatus {
+            version: "0.1.0".into(),
+            pid: 42,
+            uptime_s: 61,
+            queue_mode: "compat".into(),
+            packets_queued: 10,
+            packets_dropped: 0,
+            states: ConnState::ALL
+                .iter()
+                .map(|s| (s.to_string(), u64::from(*s == ConnState::Suspended)))
+                .collect(),
+        },
+        connections: vec![ConnectionStatus {
+            id: "00ab".into(),
+            state: ConnState::Suspended,
+            local: "[2001:db8::9]:40000".into(),
+            remote: "[2001:db8::2]:22".into(),
+            original_local: "[2001:db8::1]:40000".into(),
+            original_remote: "[2001:db8::2]:22".into(),
+            age_s: 5,
+            suspended_for_s: 3,
+            reconnects: 1,
+            bytes_sent: 2048,
+            bytes_received: 1,
+            peer: Some("rackd 0.1.0".into()),
+            last_heartbeat_ms_ago: None,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS_GOLDEN: &str = concat!(
+        r#"{"v":1,"ok":true,"status":{"daemon":{"version":"0.1.0","pid":42,"uptime_s":61,"#,
+        r#""queue_mode":"compat","packets_queued":10,"packets_dropped":0,"#,
+        r#""states":{"closed":0,"connected":0,"negotiating":0,"reconnecting":0,"released":0,"#,
+        r#""suspended":1}},"connections":[{"id":"00ab","state":"suspended","#,
+        r#""local":"[2001:db8::9]:40000","remote":"[2001:db8::2]:22","#,
+        r#""original_local":"[2001:db8::1]:40000","original_remote":"[2001:db8::2]:22","#,
+        r#""age_s":5,"suspended_for_s":3,"reconnects":1,"bytes_sent":2048,"bytes_received":1,"#,
+        r#""peer":"rackd 0.1.0"}]}}"#
+    );
+
+    #[test]
+    fn status_response_golden() {
+        let r = Response::status(sample_status());
+        assert_eq!(serde_json::to_string(&r).unwrap(), STATUS_GOLDEN);
+        let back: Response = serde_json::from_str(STATUS_GOLDEN).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn optional_connection_fields_may_be_absent_or_present() {
+        let mut s = sample_status();
+        s.connections[0].peer = None;
+        s.connections[0].last_heartbeat_ms_ago = Some(120);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(!text.contains("\"peer\""), "{text}");
+        assert!(text.contains(r#""last_heartbeat_ms_ago":120"#), "{text}");
+        assert_eq!(serde_json::from_str::<Status>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn newer_daemons_may_add_fields() {
+        let text = STATUS_GOLDEN.replace(r#""pid":42"#, r#""pid":42,"threads":3"#);
+        let r: Response = serde_json::from_str(&text).unwrap();
+        assert_eq!(r.status.unwrap().daemon.pid, 42);
+    }
+
+    #[test]
+    fn unknown_error_codes_from_newer_daemons_still_parse() {
+        let e: ErrorBody =
+            serde_json::from_str(r#"{"code":"quota_exceeded","message":"too many"}"#).unwrap();
+        assert_eq!(e.code, ErrorCode::Unknown);
+        assert_eq!(e.message, "too many");
+    }
+
+    #[test]
+    fn states_are_lowercase_words_both_ways() {
+        for s in ConnState::ALL {
+            let word = s.to_string();
+            assert_eq!(word, word.to_lowercase());
+            assert_eq!(word.parse::<ConnState>(), Ok(s));
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{word}\""));
+        }
+        let e = "Connected".parse::<ConnState>().unwrap_err();
+        assert!(e.contains("\"Connected\""), "{e}");
+    }
+
+    #[test]
+    fn error_codes_are_snake_case() {
+        let words: Vec<String> = [
+            ErrorCode::PermissionDenied,
+            ErrorCode::NotFound,
+            ErrorCode::BadRequest,
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::InvalidState,
+            ErrorCode::Internal,
+        ]
+        .iter()
+        .map(|c| {
+            let word = serde_json::to_string(c).unwrap();
+            assert_eq!(word, format!("\"{c}\""), "Display and serde agree");
+            word
+        })
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "\"permission_denied\"",
+                "\"not_found\"",
+                "\"bad_request\"",
+                "\"unsupported_version\"",
+                "\"invalid_state\"",
+                "\"internal\""
+            ]
+        );
     }
 }
