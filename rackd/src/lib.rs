@@ -5,6 +5,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod engine;
+pub mod hello;
 pub mod inject;
+pub mod packets;
 pub mod queue;
+pub mod rules;
+pub mod service;
+pub mod status;

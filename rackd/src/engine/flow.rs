@@ -102,6 +102,9 @@ pub struct Flow {
     /// When the state last changed (drives per-state timeouts).
     pub entered: Instant,
     pub reconnects: u32,
+    /// The tokens exchanged in the SYNs, kept after negotiation as the connection's identity.
+    pub token_local: u32,
+    pub token_peer: u32,
 }
 
 impl Flow {
@@ -113,12 +116,39 @@ impl Flow {
             created: now,
             entered: now,
             reconnects: 0,
+            token_local: 0,
+            token_peer: 0,
         }
+    }
+
+    /// The connection's identifier, the same on both ends: the client's token, then the
+    /// server's (zero while the server's is not known yet).
+    pub fn id_hex(&self) -> String {
+        let (local, peer) = match self.state {
+            State::Negotiating {
+                token_local,
+                token_peer,
+            } => (token_local, token_peer.unwrap_or(0)),
+            _ => (self.token_local, self.token_peer),
+        };
+        let (client, server) = match self.role {
+            Role::Client => (local, peer),
+            Role::Server => (peer, local),
+        };
+        format!("{client:08x}{server:08x}")
     }
 
     /// Changes state, logging every transition in one place.
     pub fn set_state(&mut self, state: State, now: Instant) {
         tracing::debug!(flow = %self.key, from = self.state.name(), to = state.name(), "state");
+        if let State::Negotiating {
+            token_local,
+            token_peer,
+        } = self.state
+        {
+            self.token_local = token_local;
+            self.token_peer = token_peer.unwrap_or(0);
+        }
         self.state = state;
         self.entered = now;
     }

@@ -1,0 +1,153 @@
+//! The control socket: JSON lines over a unix stream socket (protocol in rackctl/README.md).
+//!
+//! Connections are served by their own tasks; each request reaches the event loop as a
+//! [`ControlCall`], so the engine is only ever touched by its owner. Who may do what is decided
+//! here from the kernel's view of the caller (`SO_PEERCRED`): anyone who can open the socket
+//! (its mode and group) may read status; only root may change connections.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+
+use rackctl::proto::{ErrorBody, ErrorCode, Request, Response};
+use rackctl::server::{encode_response, read_request, MAX_REQUEST_LINE};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ControlConfig;
+use crate::daemon::DaemonInfo;
+use crate::engine::Engine;
+use crate::queue::PumpStats;
+use crate::status;
+
+/// One request on its way to the event loop, with the channel for its answer.
+#[derive(Debug)]
+pub struct ControlCall {
+    pub request: Request,
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Creates the socket with the configured mode and group. A socket file left by a dead daemon
+/// is replaced; one a live daemon still listens on is an error, not stolen.
+pub fn bind(cfg: &ControlConfig) -> io::Result<UnixListener> {
+    let path = &cfg.socket;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another rackd is listening on it",
+                ))
+            }
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    let mode = cfg
+        .mode_bits()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    match group_id(&cfg.group) {
+        Some(gid) => std::os::unix::fs::chown(path, None, Some(gid))?,
+        None => tracing::warn!(
+            group = %cfg.group,
+            "control group does not exist: only root can use the control socket"
+        ),
+    }
+    Ok(listener)
+}
+
+/// Removes the socket file at exit (best effort: a later start replaces it anyway).
+pub fn unbind(cfg: &ControlConfig) {
+    let _ = std::fs::remove_file(&cfg.socket);
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string; getgrnam returns NULL or a pointer to static
+    // storage that we read before any other call could overwrite it (single call site, loop
+    // thread only at start-up).
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        return None;
+    }
+    // SAFETY: `gr` is non-null and points to a valid `struct group`.
+    Some(unsafe { (*gr).gr_gid })
+}
+
+/// Accepts connections until the task is aborted.
+pub async fn serve(listener: UnixListener, calls: mpsc::Sender<ControlCall>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, calls.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, calls: mpsc::Sender<ControlCall>) {
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let (read, mut write) = stream.into_split();
+    // One byte more than the limit, so an oversize line is seen as such instead of split.
+    let mut lines = BufReader::new(read.take(MAX_REQUEST_LINE as u64 + 1));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let response = match read_request(&line) {
+            Err(body) => Response::error(body),
+            Ok(request) if request.changes_state() && uid != Some(0) => {
+                Response::error(ErrorBody::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "{} changes connections and needs root (caller uid {})",
+                        request.name(),
+                        uid.map_or("unknown".into(), |u| u.to_string())
+                    ),
+                ))
+            }
+            Ok(request) => call(&calls, request).await,
+        };
+        let mut out = encode_response(&response);
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+        if line.len() > MAX_REQUEST_LINE {
+            return; // the rest of an oversize line is not worth reading
+        }
+    }
+}
+
+async fn call(calls: &mpsc::Sender<ControlCall>, request: Request) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let internal = || Response::error(ErrorBody::new(ErrorCode::Internal, "daemon is stopping"));
+    if calls.send(ControlCall { request, reply }).await.is_err() {
+        return internal();
+    }
+    answer.await.unwrap_or_else(|_| internal())
+}
+
+/// Answers a call on the event loop.
+pub fn answer(call: ControlCall, info: &DaemonInfo, engine: &Engine, stats: &PumpStats) {
+    let response = match call.request {
+        Request::Status => Response::status(status::snapshot(info, engine, stats)),
+        other => Response::error(ErrorBody::new(
+            ErrorCode::InvalidState,
+            format!("{} is not available yet in this version", other.name()),
+        )),
+    };
+    let _ = call.reply.send(response);
+}

@@ -1,0 +1,220 @@
+//! The daemon binary in two network namespaces: SYN negotiation between two rackds, release of
+//! a peer without rackd, status over the control socket, clean stop. Needs root.
+//!
+//! Uses a minimal two-namespace setup of its own; the general harness is crate netns-tests.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("run sh");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two namespaces `a` (192.0.2.1, 2001:db8::1) and `b` (192.0.2.2, 2001:db8::2) on one veth
+/// pair, and the rackd processes started in them; all removed on drop, also after a panic.
+struct Pair {
+    a: String,
+    b: String,
+    dir: std::path::PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Pair {
+    fn new() -> Self {
+        assert!(
+            is_root(),
+            "this test needs root (network namespaces, nftables, NFQUEUE)"
+        );
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("rkd{}x{n}", std::process::id());
+        let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+        let dir = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Pair {
+            a: a.clone(),
+            b: b.clone(),
+            dir,
+            daemons: Vec::new(),
+        };
+        sh(&format!(
+            "ip netns add {a} && ip netns add {b} && \
+             ip link add va type veth peer name vb netns {b} && ip link set va netns {a} && \
+             ip -n {a} addr add 192.0.2.1/24 dev va && ip -n {b} addr add 192.0.2.2/24 dev vb && \
+             ip -n {a} addr add 2001:db8::1/64 dev va nodad && \
+             ip -n {b} addr add 2001:db8::2/64 dev vb nodad && \
+             ip -n {a} link set va up && ip -n {b} link set vb up && \
+             ip -n {a} link set lo up && ip -n {b} link set lo up"
+        ));
+        p
+    }
+
+    fn socket(&self, ns: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{ns}.sock"))
+    }
+
+    fn start_rackd(&mut self, ns: &str) {
+        let sock = self.socket(ns);
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_rackd"), "--control-socket"])
+            .arg(&sock)
+            .args(["--log-level", "debug"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join(format!("{ns}.log"))).unwrap())
+            .spawn()
+            .expect("start rackd");
+        self.daemons.push(child);
+        wait_for(&format!("rackd in {ns} to answer"), || {
+            rackctl_status(&sock).is_ok()
+        });
+    }
+
+    fn status(&self, ns: &str) -> serde_json::Value {
+        rackctl_status(&self.socket(ns)).expect("status")
+    }
+
+    /// Runs `f` on a thread inside namespace `ns`.
+    fn run_in<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            setns(&file);
+            f()
+        })
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = Command::new("kill").arg(d.id().to_string()).status();
+            let _ = d.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    sh("id -u").trim() == "0"
+}
+
+fn setns(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a valid namespace descriptor only changes this thread's namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+fn rackctl_status(sock: &std::path::Path) -> Result<serde_json::Value, String> {
+    let mut c = rackctl::client::Client::connect(sock).map_err(|e| e.to_string())?;
+    let s = c.status().map_err(|e| e.to_string())?;
+    Ok(serde_json::to_value(s).expect("status serialises"))
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An echo exchange from `a` to `b`'s listener; returns what came back.
+fn exchange(p: &Pair, addr: &'static str) -> Vec<u8> {
+    let listener = p
+        .run_in(&p.b, move || TcpListener::bind(addr).expect("listen"))
+        .join()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        s
+    });
+    let client = p
+        .run_in(&p.a, move || {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.write_all(b"hello").unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).unwrap();
+            (c, buf.to_vec())
+        })
+        .join()
+        .unwrap();
+    let _server_sock = server.join().unwrap();
+    client.1
+}
+
+fn connections(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["connections"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn two_rackds_recognise_each_other_and_show_one_connection_id() {
+    let mut p = Pair::new();
+    let (a, b) = (p.a.clone(), p.b.clone());
+    p.start_rackd(&a);
+    p.start_rackd(&b);
+    for addr in ["192.0.2.2:5001", "[2001:db8::2]:5002"] {
+        assert_eq!(exchange(&p, addr), b"hello", "data through {addr}");
+    }
+    let (sa, sb) = (p.status(&a), p.status(&b));
+    assert!(["native", "compat"].contains(&sa["daemon"]["queue_mode"].as_str().unwrap_or("")));
+    let (ca, cb) = (connections(&sa), connections(&sb));
+    assert_eq!(ca.len(), 2, "client side: {sa:#}");
+    assert_eq!(cb.len(), 2, "server side: {sb:#}");
+    for c in &ca {
+        let twin = cb
+            .iter()
+            .find(|s| s["id"] == c["id"])
+            .unwrap_or_else(|| panic!("no connection {} on the server: {sb:#}", c["id"]));
+        assert_eq!(c["local"], twin["remote"]);
+        assert_eq!(c["remote"], twin["local"]);
+        assert_ne!(c["state"], "released");
+    }
+    assert!(sa["daemon"]["packets_queued"].as_u64().unwrap() >= 4);
+}
+
+#[test]
+fn a_peer_without_rackd_is_released_and_data_flows() {
+    let mut p = Pair::new();
+    let a = p.a.clone();
+    p.start_rackd(&a);
+    assert_eq!(exchange(&p, "192.0.2.2:5003"), b"hello");
+    let s = p.status(&a);
+    assert_eq!(connections(&s).len(), 0, "{s:#}");
+    assert_eq!(s["daemon"]["states"]["released"], 1, "{s:#}");
+}
+
+#[test]
+fn sigterm_removes_the_rules_and_exits_zero() {
+    let mut p = Pair::new();
+    let a = p.a.clone();
+    p.start_rackd(&a);
+    assert!(sh(&format!("ip netns exec {a} nft list tables")).contains("rackd"));
+    let mut d = p.daemons.pop().unwrap();
+    sh(&format!("kill -TERM {}", d.id()));
+    let status = d.wait().unwrap();
+    assert!(status.success(), "rackd exit status {status}");
+    assert_eq!(sh(&format!("ip netns exec {a} nft list tables")), "");
+    assert!(!p.socket(&a).exists(), "control socket left behind");
+    // Plain TCP still works with the daemon gone.
+    assert_eq!(exchange(&p, "192.0.2.2:5004"), b"hello");
+}
