@@ -440,7 +440,9 @@ mod tests {
             err.contains("monitor.detect_after_ms") && err.contains("400"),
             "{err}"
         );
-        let err = parse("[rules]\nmark = 3\nmark_mask = 1\n").unwrap_err().to_string();
+        let err = parse("[rules]\nmark = 3\nmark_mask = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rules.mark") && err.contains("0x3"), "{err}");
         let err = parse("[control]\nmode = \"rw\"\n").unwrap_err().to_string();
         assert!(err.contains("control.mode") && err.contains("rw"), "{err}");

@@ -45,7 +45,10 @@ mod tests {
     #[test]
     fn round_trip_and_rejects() {
         let o = encode(0xdead_beef);
-        assert_eq!(decode(o[0], u16::from_be_bytes([o[2], o[3]]), &o[4..]), Some(0xdead_beef));
+        assert_eq!(
+            decode(o[0], u16::from_be_bytes([o[2], o[3]]), &o[4..]),
+            Some(0xdead_beef)
+        );
         assert_eq!(decode(254, EXID, &o[4..]), None);
         assert_eq!(decode(KIND, 0x1234, &o[4..]), None);
         assert_eq!(decode(KIND, EXID, &o[4..8]), None, "too short");

@@ -28,7 +28,12 @@ impl<'a> SynHandler<'a> {
 }
 
 impl PacketHandler for SynHandler<'_> {
-    fn on_packet(&mut self, now: Instant, pkt: &QueuedPacket<'_>, scratch: &mut Vec<u8>) -> Decision {
+    fn on_packet(
+        &mut self,
+        now: Instant,
+        pkt: &QueuedPacket<'_>,
+        scratch: &mut Vec<u8>,
+    ) -> Decision {
         let dir = match pkt.hook {
             HOOK_LOCAL_OUT => Dir::Out,
             HOOK_PRE_ROUTING => Dir::In,
@@ -45,10 +50,13 @@ impl PacketHandler for SynHandler<'_> {
         }
         let src = SocketAddr::new(ip.src, tcp.src_port());
         let dst = SocketAddr::new(ip.dst, tcp.dst_port());
-        let hello = tcp.options().map_while(Result::ok).find_map(|(_, o)| match o {
-            TcpOption::Experimental { kind, exid, data } => hello::decode(kind, exid, data),
-            _ => None,
-        });
+        let hello = tcp
+            .options()
+            .map_while(Result::ok)
+            .find_map(|(_, o)| match o {
+                TcpOption::Experimental { kind, exid, data } => hello::decode(kind, exid, data),
+                _ => None,
+            });
         let seen = SynSeen {
             dir,
             key: FlowKey::of_packet(dir, src, dst),

@@ -63,10 +63,7 @@ fn port_selector(include: &[PortRange], exclude: &[PortRange]) -> Selector<u16> 
     }
 }
 
-type AddrSelectors = (
-    Selector<std::net::Ipv4Addr>,
-    Selector<std::net::Ipv6Addr>,
-);
+type AddrSelectors = (Selector<std::net::Ipv4Addr>, Selector<std::net::Ipv6Addr>);
 
 fn addr_selectors(
     include: &[Prefix],

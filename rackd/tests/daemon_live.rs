@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("run sh");
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("run sh");
     assert!(
         out.status.success(),
         "{cmd}: {}",
@@ -66,7 +69,13 @@ impl Pair {
     fn start_rackd(&mut self, ns: &str) {
         let sock = self.socket(ns);
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_rackd"), "--control-socket"])
+            .args([
+                "netns",
+                "exec",
+                ns,
+                env!("CARGO_BIN_EXE_rackd"),
+                "--control-socket",
+            ])
             .arg(&sock)
             .args(["--log-level", "debug"])
             .stdout(Stdio::null())
@@ -130,7 +139,10 @@ fn rackctl_status(sock: &std::path::Path) -> Result<serde_json::Value, String> {
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -163,7 +175,10 @@ fn exchange(p: &Pair, addr: &'static str) -> Vec<u8> {
 }
 
 fn connections(status: &serde_json::Value) -> Vec<serde_json::Value> {
-    status["connections"].as_array().cloned().unwrap_or_default()
+    status["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[test]
