@@ -2,17 +2,22 @@
 //!
 //! Exit codes: 0 success, 1 the daemon refused or could not be reached, 2 bad usage.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{CommandFactory, Parser, Subcommand};
 use rackctl::client::{Client, ClientError};
+use rackctl::proto::{ErrorCode, Status};
 use rackctl::render;
 
 #[derive(Debug, Parser)]
 #[command(name = "rackctl", version, about = "Inspect and control rackd")]
+#[command(after_help = "Exit status: 0 success, 1 rackd refused or unreachable, 2 bad usage.")]
 struct Cli {
     /// rackd's control socket.
     #[arg(
@@ -31,62 +36,213 @@ struct Cli {
 enum Command {
     /// Show the daemon and every connection it manages.
     Status {
-        /// One JSON object with `daemon` and `connections`.
-        #[arg(long)]
+        /// Print one JSON object with `daemon` and `connections`.
+        #[arg(long, env = "RACKCTL_JSON", value_parser = BoolishValueParser::new())]
         json: bool,
     },
     /// Freeze a connection on purpose, e.g. before planned maintenance (root only).
-    Suspend { id: String },
+    Suspend {
+        #[arg(value_parser = hex_id)]
+        id: String,
+    },
     /// Let a suspended connection reconnect (root only).
-    Resume { id: String },
+    Resume {
+        #[arg(value_parser = hex_id)]
+        id: String,
+    },
     /// Give a suspended connection its peer's new address (root only).
-    Peer { id: String, addr: std::net::IpAddr },
-    /// Show status again every interval until interrupted.
+    Peer {
+        #[arg(value_parser = hex_id)]
+        id: String,
+        addr: IpAddr,
+    },
+    /// Show the status again every interval until interrupted.
     Watch {
         /// Seconds between updates.
-        #[arg(long, default_value_t = 1.0, value_parser = positive_secs)]
-        interval: f64,
+        #[arg(long, env = "RACKCTL_INTERVAL", default_value = "1", value_parser = positive_secs)]
+        interval: Duration,
+        /// Print one JSON status object per line instead of text.
+        #[arg(long, env = "RACKCTL_JSON", value_parser = BoolishValueParser::new())]
+        json: bool,
     },
+    /// Print a shell completion script.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff).
+    #[command(hide = true)]
+    Man,
 }
 
-fn positive_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
+/// Connection ids are hex, as `rackctl status` shows them.
+fn hex_id(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a connection id (up to 32 hex digits, see rackctl status)"
+        ))
     }
+}
+
+fn positive_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.01..=86400.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.01 and 86400"
+        )),
+    }
+}
+
+/// Why `rackctl` stops early.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// stdout went away (`rackctl watch | head`): not worth a message.
+    #[error("stdout closed")]
+    Closed,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
+        Err(Failure::Client(e)) => {
             eprintln!("rackctl: {e}");
             ExitCode::from(1)
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<(), ClientError> {
-    let mut client = Client::connect(&cli.control_socket)?;
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let out = Output::new();
     match &cli.command {
-        Command::Status { json: true } => {
-            let s = client.status()?;
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "rackctl", &mut io::stdout());
+            return Ok(());
         }
-        Command::Status { json: false } => print!("{}", render::status(&client.status()?, color)),
-        Command::Suspend { id } => client.suspend(id)?,
-        Command::Resume { id } => client.resume(id)?,
-        Command::Peer { id, addr } => client.peer(id, &addr.to_string())?,
-        Command::Watch { interval } => loop {
-            let text = render::status(&client.status()?, color);
-            if color {
-                print!("\x1b[H\x1b[2J");
-            }
-            println!("{text}");
-            std::thread::sleep(Duration::from_secs_f64(*interval));
-        },
+        Command::Man => {
+            let written = clap_mangen::Man::new(Cli::command()).render(&mut io::stdout());
+            return written.map_err(|_| Failure::Closed);
+        }
+        _ => {}
     }
-    Ok(())
+    let mut client = Client::connect(&cli.control_socket)?;
+    match &cli.command {
+        Command::Status { json } => out.status(&client.status()?, *json),
+        Command::Suspend { id } => Ok(client.suspend(id)?),
+        Command::Resume { id } => Ok(client.resume(id)?),
+        Command::Peer { id, addr } => Ok(client.peer(id, &addr.to_string())?),
+        Command::Watch { interval, json } => watch(&mut client, &out, *interval, *json),
+        Command::Completions { .. } | Command::Man => Ok(()),
+    }
+}
+
+/// Streams status from the daemon; falls back to asking every interval when the daemon does
+/// not stream (it answers `watch` with bad_request or invalid_state before any status).
+fn watch(client: &mut Client, out: &Output, interval: Duration, json: bool) -> Result<(), Failure> {
+    let mut failed = None;
+    let mut show = |s: &Status| match out.frame(s, json) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(f) => {
+            failed = Some(f);
+            ControlFlow::Break(())
+        }
+    };
+    match client.watch(Some(interval), &mut show) {
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(ErrorCode::BadRequest | ErrorCode::InvalidState)
+            ) =>
+        {
+            while show(&client.status()?).is_continue() {
+                std::thread::sleep(interval);
+            }
+        }
+        other => other?,
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// Where results go: stdout, coloured only on a terminal and without NO_COLOR.
+struct Output {
+    terminal: bool,
+    color: bool,
+}
+
+impl Output {
+    fn new() -> Self {
+        let terminal = io::stdout().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Self {
+            terminal,
+            color: terminal && !no_color,
+        }
+    }
+
+    fn status(&self, s: &Status, json: bool) -> Result<(), Failure> {
+        let text = if json {
+            format!("{}\n", to_json(s, true))
+        } else {
+            render::status(s, self.color)
+        };
+        write_stdout(&text)
+    }
+
+    /// One watch update: JSON lines, a redrawn screen on a terminal, else blocks in sequence.
+    fn frame(&self, s: &Status, json: bool) -> Result<(), Failure> {
+        let text = match (json, self.terminal) {
+            (true, _) => format!("{}\n", to_json(s, false)),
+            (false, true) => format!("\x1b[H\x1b[2J{}", render::status(s, self.color)),
+            (false, false) => format!("{}\n", render::status(s, false)),
+        };
+        write_stdout(&text)
+    }
+}
+
+fn to_json(s: &Status, pretty: bool) -> String {
+    let encoded = if pretty {
+        serde_json::to_string_pretty(s)
+    } else {
+        serde_json::to_string(s)
+    };
+    // Status holds only strings, integers and string-keyed maps, which always encode.
+    encoded.unwrap_or_else(|e| unreachable!("status encodes as JSON: {e}"))
+}
+
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|_| Failure::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ids_are_hex() {
+        assert_eq!(hex_id("00AB").unwrap(), "00ab");
+        for bad in ["", "xyz", "12 3", &"a".repeat(33)] {
+            let e = hex_id(bad).unwrap_err();
+            assert!(e.contains("not a connection id"), "{e}");
+        }
+    }
+
+    #[test]
+    fn intervals_are_bounded() {
+        assert_eq!(positive_secs("0.5").unwrap(), Duration::from_millis(500));
+        for bad in ["0", "-1", "nan", "inf", "1e9", "soon"] {
+            assert!(positive_secs(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -130,7 +130,7 @@ pub fn status(s: &Status, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::DaemonStatus;
+    use crate::proto::sample_status;
 
     #[test]
     fn durations_read_naturally() {
@@ -139,6 +139,8 @@ mod tests {
         assert_eq!(duration(63), "1 minute, 3 seconds");
         assert_eq!(duration(3600 * 26 + 5), "1 day, 2 hours");
         assert_eq!(duration(7200), "2 hours");
+        assert_eq!(duration(3600 + 1), "1 hour, 1 second");
+        assert_eq!(duration(u64::MAX), "213503982334601 days, 7 hours");
     }
 
     #[test]
@@ -147,54 +149,68 @@ mod tests {
         assert_eq!(size(1023), "1023 B");
         assert_eq!(size(1024), "1.00 KiB");
         assert_eq!(size(1_258_291), "1.20 MiB");
+        assert_eq!(size(3 << 30), "3.00 GiB");
+        assert_eq!(size(u64::MAX), "16384.00 PiB");
     }
 
     #[test]
     fn status_lists_daemon_and_connections() {
-        let s = Status {
-            daemon: DaemonStatus {
-                version: "0.1.0".into(),
-                pid: 42,
-                uptime_s: 61,
-                queue_mode: "compat".into(),
-                packets_queued: 10,
-                packets_dropped: 0,
-                states: [("connected".to_string(), 1), ("released".to_string(), 0)]
-                    .into_iter()
-                    .collect(),
-            },
-            connections: vec![ConnectionStatus {
-                id: "00ab".into(),
-                state: ConnState::Suspended,
-                local: "192.0.2.9:40000".into(),
-                remote: "[2001:db8::2]:22".into(),
-                original_local: "192.0.2.2:40000".into(),
-                original_remote: "[2001:db8::2]:22".into(),
-                age_s: 5,
-                suspended_for_s: 3,
-                reconnects: 1,
-                bytes_sent: 2048,
-                bytes_received: 1,
-                peer: None,
-                last_heartbeat_ms_ago: None,
-            }],
-        };
+        let text = status(&sample_status(), false);
+        let want = "\
+rackd: pid 42
+  version: 0.1.0
+  uptime: 1 minute, 1 second
+  queue mode: compat
+  packets: 10 queued, 0 dropped
+  connections: 1 suspended
+
+connection: 00ab
+  state: suspended
+  local: [2001:db8::9]:40000
+  remote: [2001:db8::2]:22
+  socket sees: [2001:db8::1]:40000 -> [2001:db8::2]:22
+  peer: rackd 0.1.0
+  age: 5 seconds
+  suspended for: 3 seconds
+  reconnects: 1
+  transfer: 1 B received, 2.00 KiB sent
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let s = sample_status();
+        assert!(!status(&s, false).contains('\x1b'));
+        assert!(status(&s, true).contains("\x1b[33msuspended\x1b[0m"));
+    }
+
+    #[test]
+    fn newest_connection_first_and_unspliced_addresses_once() {
+        let mut s = sample_status();
+        let mut newer = s.connections[0].clone();
+        newer.id = "00cd".into();
+        newer.age_s = 1;
+        newer.original_local = newer.local.clone();
+        newer.state = ConnState::Connected;
+        newer.suspended_for_s = 0;
+        newer.last_heartbeat_ms_ago = Some(250);
+        s.connections.push(newer);
         let text = status(&s, false);
-        for want in [
-            "rackd: pid 42",
-            "uptime: 1 minute, 1 second",
-            "queue mode: compat",
-            "connections: 1 connected",
-            "connection: 00ab",
-            "state: suspended",
-            "remote: [2001:db8::2]:22",
-            "socket sees: 192.0.2.2:40000 -> [2001:db8::2]:22",
-            "suspended for: 3 seconds",
-            "transfer: 1 B received, 2.00 KiB sent",
-        ] {
-            assert!(text.contains(want), "missing {want:?} in\n{text}");
-        }
-        assert!(!text.contains('\x1b'));
-        assert!(status(&s, true).contains("\x1b[33msuspended"));
+        let (first, second) = (text.find("00cd").unwrap(), text.find("00ab").unwrap());
+        assert!(first < second, "{text}");
+        let block = &text[first..second];
+        assert!(!block.contains("socket sees"), "{block}");
+        assert!(!block.contains("suspended for"), "{block}");
+        assert!(block.contains("latest heartbeat: 250 ms ago"), "{block}");
+    }
+
+    #[test]
+    fn empty_daemon_says_none() {
+        let mut s = sample_status();
+        s.connections.clear();
+        s.daemon.states.values_mut().for_each(|n| *n = 0);
+        let text = status(&s, false);
+        assert!(text.ends_with("  connections: none\n"), "{text}");
     }
 }
