@@ -52,7 +52,7 @@ impl Pair {
         };
         sh(&format!(
             "ip netns add {a} && ip netns add {b} && \
-             ip link add va type veth peer name vb netns {b} && ip link set va netns {a} && \
+             ip -n {a} link add va type veth peer name vb netns {b} && \
              ip -n {a} addr add 192.0.2.1/24 dev va && ip -n {b} addr add 192.0.2.2/24 dev vb && \
              ip -n {a} addr add 2001:db8::1/64 dev va nodad && \
              ip -n {b} addr add 2001:db8::2/64 dev vb nodad && \
@@ -232,4 +232,99 @@ fn sigterm_removes_the_rules_and_exits_zero() {
     assert!(!p.socket(&a).exists(), "control socket left behind");
     // Plain TCP still works with the daemon gone.
     assert_eq!(exchange(&p, "192.0.2.2:5004"), b"hello");
+}
+
+#[test]
+fn after_sigkill_traffic_flows_and_a_restart_replaces_the_stale_table() {
+    let mut p = Pair::new();
+    let a = p.a.clone();
+    p.start_rackd(&a);
+    let mut d = p.daemons.pop().unwrap();
+    d.kill().unwrap();
+    d.wait().unwrap();
+    // The table is still there, but its queue verdicts bypass when nobody reads.
+    assert!(sh(&format!("ip netns exec {a} nft list tables")).contains("rackd"));
+    assert_eq!(exchange(&p, "192.0.2.2:5005"), b"hello");
+    assert_eq!(exchange(&p, "[2001:db8::2]:5006"), b"hello");
+    // A new daemon replaces the stale table and its stale control socket file.
+    p.start_rackd(&a);
+    assert_eq!(
+        sh(&format!("ip netns exec {a} nft list tables")).trim(),
+        "table inet rackd"
+    );
+    assert_eq!(exchange(&p, "192.0.2.2:5007"), b"hello");
+    assert_eq!(p.status(&a)["daemon"]["states"]["released"], 1);
+}
+
+#[test]
+fn malformed_rackd_options_in_syns_are_ignored() {
+    // A SYN whose rackd option is cut short must neither crash the daemon nor be answered as
+    // rackd: the packet handler sees no token and the connection proceeds as plain TCP.
+    let mut p = Pair::new();
+    let b = p.b.clone();
+    p.start_rackd(&b);
+    let pkt = |opt: &[u8]| {
+        let mut v = vec![
+            0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
+        ];
+        let hl = 20 + opt.len().div_ceil(4) * 4;
+        let mut tcp = vec![0xc3, 0x50, 0x13, 0x8d, 0, 0, 0, 1, 0, 0, 0, 0];
+        tcp.push(((hl / 4) as u8) << 4);
+        tcp.extend_from_slice(&[0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        tcp.extend_from_slice(opt);
+        while tcp.len() < hl {
+            tcp.push(0);
+        }
+        v.extend_from_slice(&tcp);
+        let total = v.len() as u16;
+        v[2..4].copy_from_slice(&total.to_be_bytes());
+        v
+    };
+    // Sent raw from namespace a: truncated option, zero length, a version-0 body.
+    let sender = p.run_in(&p.a, move || {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2); the descriptor is owned by the File below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket");
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let _own = unsafe { std::fs::File::from_raw_fd(fd) };
+        let dst = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([192, 0, 2, 2]),
+            },
+            sin_zero: [0; 8],
+        };
+        for opt in [
+            &[253u8, 10, 0x72, 0x6b, 1][..],
+            &[253, 0, 0x72, 0x6b],
+            &[253, 10, 0x72, 0x6b, 0, 0, 1, 2, 3, 4],
+            &[253, 3, 0x72],
+        ] {
+            let b = pkt(opt);
+            // SAFETY: valid buffer and sockaddr_in of the stated size.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    b.as_ptr().cast(),
+                    b.len(),
+                    0,
+                    (&dst as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(n as usize, b.len(), "sendto");
+        }
+    });
+    sender.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let s = p.status(&b);
+    assert!(
+        s["daemon"]["packets_queued"].as_u64().unwrap() >= 4,
+        "{s:#}"
+    );
+    assert_eq!(connections(&s).len(), 0, "{s:#}");
+    // The daemon still serves: a real connection afterwards works.
+    assert_eq!(exchange(&p, "192.0.2.2:5008"), b"hello");
 }
