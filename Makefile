@@ -39,6 +39,11 @@ test: deps lint build
 	  $(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
 
+# Two namespaces, rackd on both, a connection and `rackctl status` (root).
+demo: deps
+	$(CARGO) build --locked -p rackd -p rackctl
+	bash scripts/demo.sh
+
 bench: deps
 	$(CARGO) bench --workspace --locked
 

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .without_time()
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let cfg = match args.config() {
         Ok(c) => c,
