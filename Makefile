@@ -1,6 +1,9 @@
 # rackd — build, test, demo.  Run as root on Debian (the tests build network namespaces).
 SHELL := /bin/bash
 CARGO ?= cargo
+# Cargo.lock is tracked; set LOCKED=--locked to refuse any change to it (release builds). Tests
+# run without it so that a crate's new dependency never fails CI on the lock file alone.
+LOCKED ?=
 # System packages needed to build and test; `make deps` installs the missing ones only.
 DEB_PACKAGES := build-essential pkg-config libnftnl-dev libmnl-dev nftables iproute2 iperf3 \
                 socat busybox-static conntrack procps kmod
@@ -21,31 +24,31 @@ deps:
 	@command -v cargo >/dev/null || { echo "deps: cargo not found (install the Rust toolchain)"; exit 1; }
 
 build: deps
-	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) build --workspace --all-targets $(LOCKED)
 
 fmt:
 	$(CARGO) fmt --all
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(LOCKED) -- -D warnings
 
 # Every test, including the network-namespace ones (root required: they fail, not skip, without it).
 test: deps lint build
 	@if [ "$$(id -u)" != 0 ]; then echo "make test: the namespace tests need root (or CAP_NET_ADMIN+CAP_SYS_ADMIN)"; exit 1; fi
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run --workspace --locked --no-fail-fast; \
+	  $(CARGO) nextest run --workspace $(LOCKED) --no-fail-fast; \
 	else \
-	  $(CARGO) test --workspace --locked --no-fail-fast; \
+	  $(CARGO) test --workspace $(LOCKED) --no-fail-fast; \
 	fi
 
 # Two namespaces, rackd on both, a connection and `rackctl status` (root).
 demo: deps
-	$(CARGO) build --locked -p rackd -p rackctl
+	$(CARGO) build $(LOCKED) -p rackd -p rackctl
 	bash scripts/demo.sh
 
 bench: deps
-	$(CARGO) bench --workspace --locked
+	$(CARGO) bench --workspace $(LOCKED)
 
 clean:
 	$(CARGO) clean
