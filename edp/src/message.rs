@@ -1,0 +1,317 @@
+//! Daemon-to-daemon messages and their frame codec.
+//!
+//! A frame is `length (u16, big endian) | version (u8) | body`, where `length` counts the version
+//! byte and the body and may not exceed [`MAX_FRAME_LEN`]; the body is the [postcard] encoding of
+//! [`Message`]. Oversize lengths are rejected from the two header bytes, before anything is
+//! buffered or allocated. [`FrameDecoder`] accepts input in pieces of any size.
+//!
+//! Byte counts in [`Recover`] are 64-bit counts of stream bytes, never absolute sequence numbers
+//! (middleboxes rewrite ISNs).
+
+use crate::crypto::{Mac, PUBLIC_KEY_LEN};
+use crate::fixed;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The frame format version this crate writes and accepts.
+pub const FRAME_VERSION: u8 = 1;
+/// Largest value of the length field (version byte + body).
+pub const MAX_FRAME_LEN: usize = 512;
+/// Size of the frame header (length field).
+pub const HEADER_LEN: usize = 2;
+/// Most bytes a [`FrameDecoder`] holds before it refuses more input.
+pub const MAX_BUFFERED: usize = 64 * 1024;
+
+/// A connection identifier, chosen by the initiator of the initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Enhancements a peer offers (in [`Init`]) or accepts (in [`InitAck`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Capabilities(pub u32);
+
+impl Capabilities {
+    /// Suspend and resume the connection across outages and address changes.
+    pub const RESUME: Capabilities = Capabilities(1 << 0);
+    /// Heartbeats over the daemon channel.
+    pub const HEARTBEAT: Capabilities = Capabilities(1 << 1);
+    /// Checkpoint and restore the connection on another host.
+    pub const MIGRATE: Capabilities = Capabilities(1 << 2);
+    /// Everything this version knows about.
+    pub const ALL: Capabilities = Capabilities(0b111);
+
+    pub fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// What both sides support.
+    pub fn intersect(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & other.0)
+    }
+}
+
+impl std::ops::BitOr for Capabilities {
+    type Output = Capabilities;
+    fn bitor(self, rhs: Capabilities) -> Capabilities {
+        Capabilities(self.0 | rhs.0)
+    }
+}
+
+/// A host identity key and its signature over the handshake transcript (see `identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSignature {
+    #[serde(with = "fixed")]
+    pub public_key: [u8; 32],
+    #[serde(with = "fixed")]
+    pub signature: [u8; 64],
+}
+
+/// Initialisation request: the initiator's half of the key exchange and what it needs to recover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Init {
+    pub conn_id: ConnId,
+    #[serde(with = "fixed")]
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// The sender's socket send and receive buffer sizes in bytes: how much may be in flight.
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    pub capabilities: Capabilities,
+    pub host: Option<HostSignature>,
+}
+
+/// Initialisation answer. `confirm` proves the responder derived the resumption key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitAck {
+    pub conn_id: ConnId,
+    #[serde(with = "fixed")]
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    /// The negotiated set: a subset of what the initiator offered.
+    pub capabilities: Capabilities,
+    pub host: Option<HostSignature>,
+    #[serde(with = "fixed")]
+    pub confirm: Mac,
+}
+
+/// Resumption step 1 (initiator → responder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub conn_id: ConnId,
+    pub nonce: [u8; 8],
+}
+
+/// Resumption step 2 (responder → initiator): the responder's nonce and its proof of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub nonce: [u8; 8],
+    #[serde(with = "fixed")]
+    pub mac: Mac,
+}
+
+/// Resumption step 3 (initiator → responder): the initiator's proof of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirm {
+    #[serde(with = "fixed")]
+    pub mac: Mac,
+}
+
+/// After a resumption: how many stream bytes the sender has received from and sent to the peer
+/// since the connection began, authenticated with the resumption transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recover {
+    pub conn_id: ConnId,
+    pub received: u64,
+    pub sent: u64,
+    #[serde(with = "fixed")]
+    pub mac: Mac,
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    /// Both sockets closed normally.
+    Finished,
+    /// The local socket was aborted (reset, user timeout).
+    Aborted,
+    /// Reconnection gave up.
+    GaveUp,
+}
+
+/// Error codes a daemon reports to its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    UnsupportedVersion,
+    UnknownConnection,
+    AuthenticationFailed,
+    Malformed,
+    Refused,
+}
+
+/// Every daemon-to-daemon message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Init(Init),
+    InitAck(InitAck),
+    ResumeHello(Hello),
+    ResumeChallenge {
+        conn_id: ConnId,
+        challenge: Challenge,
+    },
+    ResumeConfirm {
+        conn_id: ConnId,
+        confirm: Confirm,
+    },
+    Recover(Recover),
+    Heartbeat {
+        conn_id: ConnId,
+        seq: u64,
+    },
+    Close {
+        conn_id: ConnId,
+        reason: CloseReason,
+    },
+    Error {
+        conn_id: Option<ConnId>,
+        code: ErrorCode,
+    },
+}
+
+/// Number of [`Message`] variants; a body starting with a higher tag is a newer message.
+const MESSAGE_VARIANTS: u8 = 9;
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("frame length {0} exceeds the limit of {MAX_FRAME_LEN}")]
+    Oversize(usize),
+    #[error("frame length 0: a frame has at least a version byte")]
+    Empty,
+    #[error("frame version {0} is not supported (this end speaks {FRAME_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("unknown message type {0}")]
+    UnknownMessage(u8),
+    #[error("malformed message body: {0}")]
+    Malformed(postcard::Error),
+    #[error("{0} bytes left over after the message body")]
+    TrailingBytes(usize),
+    #[error("decoder buffer full ({MAX_BUFFERED} bytes) without a complete frame being read")]
+    BufferFull,
+}
+
+impl Message {
+    /// The frame for this message. Every message this crate defines fits [`MAX_FRAME_LEN`].
+    pub fn encode(&self) -> Vec<u8> {
+        let body = postcard::to_allocvec(self).expect("serialising to a Vec cannot fail");
+        let len = 1 + body.len();
+        debug_assert!(len <= MAX_FRAME_LEN, "message larger than a frame");
+        let mut out = Vec::with_capacity(HEADER_LEN + len);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.push(FRAME_VERSION);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes one frame from the front of `bytes`: `Ok(None)` if more bytes are needed,
+    /// otherwise the message and the number of bytes it used.
+    pub fn decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
+        let Some(header) = bytes.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+        if len > MAX_FRAME_LEN {
+            return Err(FrameError::Oversize(len));
+        }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        let Some(frame) = bytes.get(HEADER_LEN..HEADER_LEN + len) else {
+            return Ok(None);
+        };
+        let (version, body) = (frame[0], &frame[1..]);
+        if version != FRAME_VERSION {
+            return Err(FrameError::UnsupportedVersion(version));
+        }
+        Ok(Some((Self::decode_body(body)?, HEADER_LEN + len)))
+    }
+
+    fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
+        // A tag below 128 is a one-byte varint; anything we do not know is a newer message type.
+        if let Some(&tag) = body.first() {
+            if (MESSAGE_VARIANTS..0x80).contains(&tag) {
+                return Err(FrameError::UnknownMessage(tag));
+            }
+        }
+        let (message, rest) = postcard::take_from_bytes(body).map_err(FrameError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(FrameError::TrailingBytes(rest.len()));
+        }
+        Ok(message)
+    }
+}
+
+/// A streaming frame decoder: push bytes as they arrive, pull messages out.
+///
+/// After an error the stream cannot be resynchronised; the decoder keeps returning that error.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    failed: Option<FrameError>,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds received bytes. Fails if more than [`MAX_BUFFERED`] bytes would be waiting.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), FrameError> {
+        if self.buf.len() + data.len() > MAX_BUFFERED {
+            self.failed = Some(FrameError::BufferFull);
+            return Err(FrameError::BufferFull);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// The next complete message, `Ok(None)` if more input is needed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        match Message::decode(&self.buf) {
+            Ok(Some((message, used))) => {
+                self.buf.drain(..used);
+                Ok(Some(message))
+            }
+            Ok(None) => Ok(None),
+            Err(err) => {
+                self.failed = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Bytes received but not part of any decoded frame (e.g. application data that followed the
+    /// last daemon message on a stream that is handed to the application).
+    pub fn take_remaining(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Number of bytes waiting.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
