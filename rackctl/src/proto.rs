@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,18 @@ pub struct ConnectionStatus {
     pub last_heartbeat_ms_ago: Option<u64>,
 }
 
+/// An address as the status shows it: `ip:port`, IPv6 as `[ip]:port`. An IPv4-mapped IPv6
+/// address (a dual-stack socket talking IPv4) is shown as the IPv4 address it is.
+pub fn endpoint(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())).to_string(),
+            None => SocketAddr::from((*v6.ip(), v6.port())).to_string(),
+        },
+        v4 => v4.to_string(),
+    }
+}
+
 /// A connection's state, as lowercase words on the wire and on screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -325,6 +338,16 @@ mod tests {
             serde_json::from_str(r#"{"code":"quota_exceeded","message":"too many"}"#).unwrap();
         assert_eq!(e.code, ErrorCode::Unknown);
         assert_eq!(e.message, "too many");
+    }
+
+    #[test]
+    fn endpoints_bracket_ipv6_and_unmap_ipv4() {
+        let e = |s: &str| endpoint(s.parse().unwrap());
+        assert_eq!(e("192.0.2.1:80"), "192.0.2.1:80");
+        assert_eq!(e("[2001:db8::1]:443"), "[2001:db8::1]:443");
+        assert_eq!(e("[::ffff:198.51.100.7]:22"), "198.51.100.7:22");
+        // Scope ids and flow labels are not part of a connection's identity on screen.
+        assert_eq!(e("[fe80::1%2]:22"), "[fe80::1]:22");
     }
 
     #[test]
