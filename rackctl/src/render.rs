@@ -83,8 +83,9 @@ pub fn status(s: &Status, color: bool) -> String {
         }
     );
     let mut conns: Vec<&ConnectionStatus> = s.connections.iter().collect();
-    // Most recently started first: the connection someone is looking for is usually new.
-    conns.sort_by_key(|c| c.age_s);
+    // Newest first (the protocol has no last-activity time; the connection someone is looking
+    // for is usually new), ties by id so that repeated output is stable.
+    conns.sort_by(|a, b| a.age_s.cmp(&b.age_s).then_with(|| a.id.cmp(&b.id)));
     for c in conns {
         out.push('\n');
         let _ = writeln!(out, "{}: {}", paint("1", "connection"), c.id);
