@@ -27,7 +27,9 @@ mod server;
 mod tests;
 
 pub use announcement::{ANNOUNCEMENT, ANNOUNCEMENT_LEN};
-pub use client::{Channel, ClientAction, ClientEvent, ClientOutcome, ClientState, EdpClient};
+pub use client::{
+    Channel, ClientAction, ClientEvent, ClientOutcome, ClientState, EdpClient, Fallback,
+};
 pub use server::{ServerAction, ServerConn, ServerEvent, ServerOutcome, ServerState};
 
 use crate::identity::PeerTrust;

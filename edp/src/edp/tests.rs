@@ -1,4 +1,3 @@
-use super::client::Fallback;
 use super::*;
 use crate::crypto::DeterministicEntropy;
 use crate::identity::HostIdentity;
