@@ -97,12 +97,13 @@ pub async fn serve(listener: UnixListener, calls: mpsc::Sender<ControlCall>) {
 async fn serve_connection(stream: UnixStream, calls: mpsc::Sender<ControlCall>) {
     let uid = stream.peer_cred().map(|c| c.uid()).ok();
     let (read, mut write) = stream.into_split();
-    // One byte more than the limit, so an oversize line is seen as such instead of split.
-    let mut lines = BufReader::new(read.take(MAX_REQUEST_LINE as u64 + 1));
+    let mut lines = BufReader::new(read);
     let mut line = Vec::new();
     loop {
         line.clear();
-        match lines.read_until(b'\n', &mut line).await {
+        // Each line is limited on its own (one byte over, so an oversize line is seen as such).
+        let mut limited = (&mut lines).take(MAX_REQUEST_LINE as u64 + 1);
+        match limited.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
