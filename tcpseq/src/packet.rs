@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::checksum;
 use crate::ipv4::Ipv4Packet;
 use crate::ipv6::Ipv6Packet;
+use crate::options::TcpOptions;
 use crate::tcp::{self, TcpSegment};
 use crate::{Error, PROTO_TCP};
 
@@ -157,6 +158,17 @@ impl<T: AsRef<[u8]>> TcpIpPacket<T> {
     /// The TCP segment view (header and payload).
     pub fn tcp(&self) -> TcpSegment<&[u8]> {
         TcpSegment::new_unchecked(&self.buf.as_ref()[self.tcp_offset..self.end])
+    }
+    /// The TCP options, borrowing from the packet (unlike `tcp().options()`, usable inline).
+    pub fn tcp_options(&self) -> TcpOptions<'_> {
+        let hl = self.tcp().header_len();
+        let start = self.tcp_offset + tcp::OPTIONS_START;
+        TcpOptions::new(&self.buf.as_ref()[start..self.tcp_offset + hl])
+    }
+    /// The TCP payload, borrowing from the packet.
+    pub fn tcp_payload(&self) -> &[u8] {
+        let hl = self.tcp().header_len();
+        &self.buf.as_ref()[self.tcp_offset + hl..self.end]
     }
     pub fn src_addr(&self) -> IpAddr {
         self.ip().src_addr()

@@ -267,10 +267,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
         let mut area = [0u8; MAX_LEN];
         let tcp = self.tcp();
         let old = tcp.options_bytes();
-        let mut keep = opts.end;
-        while keep > 0 && old[keep - 1] == NOP {
-            keep -= 1;
-        }
+        // Trailing NOPs are padding: the new option can take their place.
+        let keep = opts.slots[..opts.count]
+            .iter()
+            .rev()
+            .find(|s| s.kind != NOP)
+            .map_or(0, |s| s.at + s.len);
         let need = keep + option.wire_len();
         if need > MAX_LEN {
             return Err(Error::OptionSpace { need });
