@@ -14,6 +14,8 @@
 pub mod crypto;
 pub mod edp;
 mod fixed;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod init;
 pub mod message;
