@@ -41,12 +41,7 @@ fn streaming(data: &[u8]) {
         if decoder.push(chunk).is_err() {
             return;
         }
-        loop {
-            match decoder.next_message() {
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = decoder.next_message() {}
     }
 }
 
