@@ -21,6 +21,7 @@ mod error;
 mod faults;
 mod firewall;
 mod naming;
+mod netcat;
 
 mod process;
 pub mod stream;
@@ -30,6 +31,7 @@ mod transfer;
 
 pub use bins::workspace_bin;
 pub use error::{Error, Result};
+pub use netcat::{nc_transfer, NcReport};
 
 pub use process::{HostCommand, Output, Process};
 pub use topology::{Addresses, Host, Topology, TopologyBuilder};

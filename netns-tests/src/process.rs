@@ -6,9 +6,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -51,7 +51,7 @@ pub struct HostCommand {
     program: OsString,
     args: Vec<OsString>,
     user: Option<(u32, u32)>,
-    stdin: Option<PathBuf>,
+    stdin: StdinFrom,
     stdout: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
 }
@@ -64,7 +64,7 @@ impl HostCommand {
             program: program.as_ref().to_owned(),
             args: Vec::new(),
             user: None,
-            stdin: None,
+            stdin: StdinFrom::Null,
             stdout: None,
             env: Vec::new(),
         }
@@ -96,7 +96,15 @@ impl HostCommand {
 
     /// Feeds the program's stdin from a file (default: empty).
     pub fn stdin_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.stdin = Some(path.into());
+        self.stdin = StdinFrom::File(path.into());
+        self
+    }
+
+    /// Connects the program's stdin to a pipe that stays open until
+    /// [`Process::close_stdin`] or the end of the process: for programs that stop when their
+    /// input ends, and to feed input with [`Process::write_stdin`].
+    pub fn stdin_piped(mut self) -> Self {
+        self.stdin = StdinFrom::Pipe;
         self
     }
 
@@ -141,10 +149,11 @@ impl HostCommand {
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(match &self.stdin {
-            Some(path) => Stdio::from(File::open(path).map_err(Error::io(format!(
+            StdinFrom::File(path) => Stdio::from(File::open(path).map_err(Error::io(format!(
                 "opening {path:?} as stdin of `{command}`"
             )))?),
-            None => Stdio::null(),
+            StdinFrom::Pipe => Stdio::piped(),
+            StdinFrom::Null => Stdio::null(),
         });
         cmd.stdout(match &self.stdout {
             Some(path) => Stdio::from(File::create(path).map_err(Error::io(format!(
@@ -157,12 +166,14 @@ impl HostCommand {
             command: command.clone(),
             source,
         })?;
+        let stdin = Mutex::new(child.stdin.take());
         let stdout = Capture::start(child.stdout.take());
         let stderr = Capture::start(child.stderr.take());
         let shared = Arc::new(Shared {
             command,
             pid: child.id(),
             state: Mutex::new(State::Running(child)),
+            stdin,
             stdout,
             stderr,
         });
@@ -182,6 +193,14 @@ impl HostCommand {
             }
         }
     }
+}
+
+/// Where a program's stdin comes from.
+#[derive(Debug)]
+enum StdinFrom {
+    Null,
+    File(PathBuf),
+    Pipe,
 }
 
 /// What a finished program did.
@@ -228,6 +247,7 @@ struct Shared {
     command: String,
     pid: u32,
     state: Mutex<State>,
+    stdin: Mutex<Option<ChildStdin>>,
     stdout: Arc<Capture>,
     stderr: Arc<Capture>,
 }
@@ -315,6 +335,23 @@ impl Process {
         self.shared.stdout.wait_closed(PIPE_DRAIN);
         self.shared.stderr.wait_closed(PIPE_DRAIN);
         Ok(self.output(status))
+    }
+
+    /// Writes to the program's stdin (see [`HostCommand::stdin_piped`]).
+    pub fn write_stdin(&self, bytes: &[u8]) -> Result<()> {
+        let context = || format!("writing to stdin of `{}`", self.shared.command);
+        match &mut *lock(&self.shared.stdin) {
+            Some(stdin) => stdin.write_all(bytes).map_err(Error::io(context())),
+            None => Err(Error::io(context())(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stdin is not a pipe or closed",
+            ))),
+        }
+    }
+
+    /// Closes the program's stdin pipe: it reads end of file.
+    pub fn close_stdin(&self) {
+        lock(&self.shared.stdin).take();
     }
 
     /// Captured stdout so far.

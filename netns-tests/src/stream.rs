@@ -47,20 +47,36 @@ impl Pattern {
     }
 }
 
-/// The SHA-256 (hex) of the first `len` bytes of the stream for `seed`: what a receiver of an
-/// intact transfer reports.
-pub fn digest_of(seed: u64, len: u64) -> String {
+/// Feeds the first `len` bytes of the stream for `seed` to `sink`, in chunks; stops at the
+/// first error `sink` returns.
+pub fn generate<E>(
+    seed: u64,
+    len: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     let mut pattern = Pattern::new(seed);
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut left = len;
     while left > 0 {
         let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         pattern.fill(&mut buf[..n]);
-        hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
         left -= n as u64;
     }
-    hex(&hasher.finalize())
+    Ok(())
+}
+
+/// The SHA-256 (hex) of the first `len` bytes of the stream for `seed`: what a receiver of an
+/// intact transfer reports.
+pub fn digest_of(seed: u64, len: u64) -> String {
+    let mut hasher = Sha256::new();
+    let done: Result<(), std::convert::Infallible> = generate(seed, len, |chunk| {
+        hasher.update(chunk);
+        Ok(())
+    });
+    match done {
+        Ok(()) => hex(&hasher.finalize()),
+    }
 }
 
 /// Lowercase hex of `bytes`.
