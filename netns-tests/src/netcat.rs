@@ -58,7 +58,7 @@ pub fn nc_transfer(sender: &Host, receiver: &Host, options: &StreamOptions) -> R
         .stdin_piped()
         .stdout_file(output)
         .spawn()?;
-    wait_listening(receiver, options.port, deadline)?;
+    wait_listening(receiver, options.port, options.timeout, deadline)?;
     let target = receiver.ip(options.family).to_string();
     let sending = sender
         .command("busybox")
@@ -80,7 +80,7 @@ pub fn nc_transfer(sender: &Host, receiver: &Host, options: &StreamOptions) -> R
 }
 
 /// Waits until something listens on TCP `port` in `host`.
-fn wait_listening(host: &Host, port: u16, deadline: Instant) -> Result<()> {
+fn wait_listening(host: &Host, port: u16, timeout: Duration, deadline: Instant) -> Result<()> {
     let filter = format!("sport = :{port}");
     loop {
         let out = host.run("ss", ["-Hltn", &filter])?;
@@ -91,7 +91,7 @@ fn wait_listening(host: &Host, port: u16, deadline: Instant) -> Result<()> {
             return Err(Error::Timeout {
                 command: format!("[{}] busybox nc -l -p {port}", host.netns()),
                 what: "was not listening".into(),
-                timeout: Duration::ZERO,
+                timeout,
             });
         }
         sleep(Duration::from_millis(10));

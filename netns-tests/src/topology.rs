@@ -8,11 +8,11 @@
 //! `203.0.113.2` / `2001:db8:3::2`. Inside a host the link is `eth0`; on the router it is
 //! `v-<host>`.
 
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use std::ffi::OsStr;
 
 use crate::process::Registry;
 use crate::sync::lock;
@@ -310,9 +310,9 @@ pub struct Topology {
     router: Host,
     hosts: Vec<Host>,
     /// Directions cut at the router, as (inbound, outbound) router interface names.
-    pub(crate) cuts: Mutex<std::collections::BTreeSet<(String, String)>>,
+    pub(crate) cuts: Mutex<BTreeSet<(String, String)>>,
     /// Hosts with a rate limit in place.
-    pub(crate) rate_limited: Mutex<std::collections::BTreeSet<String>>,
+    pub(crate) rate_limited: Mutex<BTreeSet<String>>,
     registry: Arc<Registry>,
     torn_down: bool,
 }
