@@ -30,6 +30,14 @@ fn exercise(topo: &Topology) -> Process {
     kept
 }
 
+/// Child tests fail (one on purpose) or hang when run on their own: refuse that.
+fn require_parent() {
+    assert!(
+        std::env::var_os(TOKEN_VAR).is_some(),
+        "child tests are run by the tests in cleanup.rs, not on their own"
+    );
+}
+
 /// A test helper that fails, as helpers do.
 fn helper_that_panics(topo: &Topology) {
     let client = topo.host("client");
@@ -42,6 +50,7 @@ macro_rules! child_tests {
         #[test]
         #[ignore = "child test, run by the tests in cleanup.rs"]
         fn $name() {
+            require_parent();
             let topo = Topology::builder().host("third").build().expect("topology");
             let _running = exercise(&topo);
             if $panics {
@@ -61,6 +70,7 @@ child_tests! {
 #[test]
 #[ignore = "child test, run by the tests in cleanup.rs"]
 fn child_build_and_hang() {
+    require_parent();
     let topo = Topology::new().expect("topology");
     let _running = exercise(&topo);
     println!("READY {}", topo.id());
@@ -70,6 +80,7 @@ fn child_build_and_hang() {
 #[test]
 #[ignore = "child test, run by the tests in cleanup.rs"]
 fn child_non_root_build_fails() {
+    require_parent();
     let err = Topology::new().expect_err("building without root must fail");
     assert!(
         matches!(err, Error::NotRoot { euid } if euid != 0),
@@ -240,6 +251,7 @@ fn building_without_root_fails_with_a_message() {
     std::fs::copy(&exe, &copy).expect("copy test binary");
     let out = Command::new(&copy)
         .args(["--ignored", "--exact", "child_non_root_build_fails"])
+        .env(TOKEN_VAR, new_token("nonroot"))
         .uid(65534)
         .gid(65534)
         .current_dir(std::env::temp_dir())
