@@ -43,6 +43,11 @@ pub(crate) fn list_namespaces() -> crate::Result<Vec<String>> {
         .collect())
 }
 
+/// Whether named namespace `name` exists (`ip netns` keeps them in /run/netns).
+pub(crate) fn exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
 /// Deletes harness namespaces whose creating process is gone, killing what still runs in them.
 /// Returns the names removed. Errors are reported on stderr, not returned: a failed sweep must
 /// not fail an unrelated test.
