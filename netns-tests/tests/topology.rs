@@ -118,3 +118,24 @@ fn spawned_process_can_be_waited_for_with_a_timeout_and_killed() {
         "pid {pid} still there"
     );
 }
+
+#[test]
+fn a_setuid_program_started_as_a_user_runs_with_its_owners_euid() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topology::new().expect("topology");
+    // A setuid-root copy of `id`, as later tests will use setuid programs.
+    let copy = std::env::temp_dir().join(format!("{}-id", topo.id()));
+    std::fs::copy("/usr/bin/id", &copy).expect("copy id");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+    let out = topo
+        .host("client")
+        .command(&copy)
+        .user(65534, 65534)
+        .run(Duration::from_secs(5));
+    let _ = std::fs::remove_file(&copy);
+    let text = out.expect("id runs").check().expect("id succeeds").stdout;
+    assert!(
+        text.starts_with("uid=65534") && text.contains("euid=0"),
+        "{text}"
+    );
+}
