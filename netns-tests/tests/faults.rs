@@ -188,7 +188,8 @@ fn an_address_change_breaks_the_old_connection_and_the_new_address_works() {
     assert_eq!(
         report.errors().len(),
         2,
-        "old connection must fail at both ends: {report:?}"
+        "old connection must fail at both ends: {:?}",
+        report.errors()
     );
     let shown = client
         .run("ip", ["-o", "addr", "show", "eth0"])
