@@ -17,12 +17,24 @@ use crate::seqadj::SeqAdjust;
 use crate::tcp::{self, Flags};
 use crate::{ipv4, ipv6, Error};
 
-/// Where one option sits in the options area.
+/// Where one option sits in the options area (offsets fit a byte: the area is 40 bytes).
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     kind: u8,
-    at: usize,
-    len: usize,
+    at: u8,
+    len: u8,
+}
+
+impl Slot {
+    fn at(&self) -> usize {
+        usize::from(self.at)
+    }
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+    fn end(&self) -> usize {
+        self.at() + self.len()
+    }
 }
 
 /// The options of a header, located once (at most 40 one-byte options fit).
@@ -206,12 +218,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
     fn map_sack_in(&mut self, opts: &OptionMap, mut f: impl FnMut(SeqNum) -> SeqNum) -> usize {
         let mut blocks = 0;
         for slot in opts.all(options::SACK) {
-            for edge in (slot.at + 2..slot.at + slot.len).step_by(4) {
+            for edge in (slot.at() + 2..slot.end()).step_by(4) {
                 let rel = tcp::OPTIONS_START + edge;
                 let old = read32(self.buf.as_ref(), self.tcp_offset + rel);
                 self.edit_tcp(rel, &f(SeqNum(old)).0.to_be_bytes());
             }
-            blocks += (slot.len - 2) / 8;
+            blocks += (slot.len() - 2) / 8;
         }
         blocks
     }
@@ -228,7 +240,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
         let Some(slot) = opts.find(options::TIMESTAMPS) else {
             return Ok(false);
         };
-        let rel = tcp::OPTIONS_START + slot.at + 2;
+        let rel = tcp::OPTIONS_START + slot.at() + 2;
         let at = self.tcp_offset + rel;
         let b = self.buf.as_ref();
         let tsval = read32(b, at).wrapping_add(tsval_delta);
@@ -249,7 +261,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
         let Some(slot) = opts.find(options::MSS) else {
             return Ok(false);
         };
-        let rel = tcp::OPTIONS_START + slot.at + 2;
+        let rel = tcp::OPTIONS_START + slot.at() + 2;
         let mss = read16(self.buf.as_ref(), self.tcp_offset + rel);
         if mss <= max {
             return Ok(false);
@@ -272,7 +284,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
             .iter()
             .rev()
             .find(|s| s.kind != NOP)
-            .map_or(0, |s| s.at + s.len);
+            .map_or(0, Slot::end);
         let need = keep + option.wire_len();
         if need > MAX_LEN {
             return Err(Error::OptionSpace { need });
@@ -290,10 +302,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
         let mut area = [0u8; MAX_LEN];
         let tcp = self.tcp();
         let old = tcp.options_bytes();
-        area[..slot.at].copy_from_slice(&old[..slot.at]);
-        let rest = &old[slot.at + slot.len..opts.end];
-        area[slot.at..slot.at + rest.len()].copy_from_slice(rest);
-        let len = opts.end - slot.len;
+        area[..slot.at()].copy_from_slice(&old[..slot.at()]);
+        let rest = &old[slot.end()..opts.end];
+        area[slot.at()..slot.at() + rest.len()].copy_from_slice(rest);
+        let len = opts.end - slot.len();
         self.replace_options(&area[..len.next_multiple_of(4)])
     }
 
@@ -386,8 +398,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
             let len = opt.wire_len();
             map.slots[map.count] = Slot {
                 kind: opt.kind(),
-                at,
-                len,
+                at: at as u8,
+                len: len as u8,
             };
             map.count += 1;
             map.end = at + len;

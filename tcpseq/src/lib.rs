@@ -28,6 +28,8 @@ pub mod build;
 pub mod checksum;
 mod edit;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ipv4;
 pub mod ipv6;
 pub mod legacy;

@@ -1,10 +1,9 @@
-//! A fixed-seed run over a million random and mutated inputs: parsing, every accessor and
-//! every rewrite must neither panic nor index out of bounds, and a repaired packet verifies.
+//! A fixed-seed run over a million random and mutated inputs through the same entry point as
+//! the cargo-fuzz target: parsing, every accessor and every rewrite must neither panic nor
+//! index out of bounds, and a repaired packet must verify.
 
-use tcpseq::{
-    Checksum, IpPacket, Ipv4Packet, Ipv6Packet, SeqAdjust, SeqNum, TcpIpPacket, TcpOption,
-    TcpSegment,
-};
+use tcpseq::fuzzing::{exercise, PARAMS};
+use tcpseq::TcpIpPacket;
 
 use crate::common::*;
 
@@ -23,7 +22,7 @@ impl Rng {
     }
 }
 
-fn seeds() -> Vec<Vec<u8>> {
+pub fn seeds() -> Vec<Vec<u8>> {
     let mut v = Vec::new();
     for v6 in [false, true] {
         v.push(linux_syn(v6, u32::MAX));
@@ -34,99 +33,65 @@ fn seeds() -> Vec<Vec<u8>> {
     v
 }
 
-/// Reads everything a view offers.
-fn read_all(b: &[u8]) -> usize {
-    let mut n = 0;
-    if let Ok(ip) = IpPacket::new_checked(b) {
-        n += usize::from(ip.upper_layer().is_ok());
-        n += ip.end();
-        match ip {
-            IpPacket::V4(p) => n += p.options().len() + p.payload().len(),
-            IpPacket::V6(p) => n += p.payload().len() + p.flow_label() as usize,
-        }
-    }
-    n += usize::from(Ipv4Packet::new_checked(b).is_ok())
-        + usize::from(Ipv6Packet::new_checked(b).is_ok());
-    if let Ok(t) = TcpSegment::new_checked(b) {
-        n += t.options().filter(Result::is_ok).count() + t.payload().len() + t.seq_len() as usize;
-    }
-    n
-}
-
-/// Runs every rewrite; returns whether the packet parsed.
-fn rewrite_all(buf: &mut [u8], rng: &mut Rng) -> bool {
-    let Ok(pkt) = TcpIpPacket::new_checked(&mut *buf) else {
-        return false;
-    };
-    let mode = if rng.next() & 1 == 0 {
-        Checksum::Complete
-    } else {
-        Checksum::Partial
-    };
-    let mut pkt = pkt.with_checksum_mode(mode);
-    let _ = pkt.tcp_options().count();
-    let x = rng.next() as u32;
-    pkt.set_seq(SeqNum(x));
-    pkt.set_window_bytes(x, (x >> 28) as u8);
-    let src = pkt.dst_addr();
-    let _ = pkt.set_src_addr(src);
-    let _ = pkt.map_sack(|s| s + x);
-    let _ = pkt.adjust_ack(&SeqAdjust::constant(x as i32));
-    let _ = pkt.translate_timestamps(x, !x);
-    let _ = pkt.clamp_mss(x as u16);
-    let _ = pkt.insert_option(&TcpOption::Experimental {
-        kind: 253,
-        exid: 0x726b,
-        data: &[1, 2, 3, 4],
-    });
-    let _ = pkt.remove_option((x >> 8) as u8 % 10);
-    let _ = pkt.checksums_ok();
-    pkt.fill_checksums();
-    assert!(pkt.checksums_ok(), "a repaired packet verifies");
-    let _ = tcpseq::parse(pkt.as_bytes());
-    true
-}
-
 #[test]
 fn a_million_random_and_mutated_inputs_never_panic() {
     let seeds = seeds();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let mut buf = Vec::with_capacity(2048);
-    let (mut parsed, mut read) = (0u32, 0usize);
+    let mut input = Vec::with_capacity(2048);
+    let mut parsed = 0u32;
     for i in 0..1_000_000u32 {
-        buf.clear();
+        input.clear();
+        input.extend((0..PARAMS).map(|_| rng.next() as u8));
         if i % 4 == 0 {
             let len = rng.below(128);
-            buf.extend((0..len).map(|_| rng.next() as u8));
+            let start = input.len();
+            input.extend((0..len).map(|_| rng.next() as u8));
             // Often make it look like IP so the deeper layers are reached.
-            if let Some(b) = buf.first_mut() {
+            if let Some(b) = input.get_mut(start) {
                 *b = [0x45, 0x60, *b][rng.below(3)];
             }
         } else {
-            buf.extend_from_slice(&seeds[rng.below(seeds.len())]);
+            let start = input.len();
+            input.extend_from_slice(&seeds[rng.below(seeds.len())]);
             for _ in 0..1 + rng.below(4) {
-                let at = rng.below(buf.len());
-                buf[at] = match rng.below(4) {
+                let at = start + rng.below(input.len() - start);
+                input[at] = match rng.below(4) {
                     0 => 0,
                     1 => 0xff,
                     _ => rng.next() as u8,
                 };
             }
             match rng.below(8) {
-                0 => buf.truncate(rng.below(buf.len() + 1)),
-                1 => buf.extend((0..rng.below(48)).map(|_| rng.next() as u8)),
+                0 => input.truncate(start + rng.below(input.len() - start + 1)),
+                1 => input.extend((0..rng.below(48)).map(|_| rng.next() as u8)),
                 _ => {}
             }
         }
-        read = read.wrapping_add(read_all(&buf));
-        // Spare room so option insertion can grow the packet.
-        let len = buf.len();
-        buf.resize(len + 40, 0);
-        parsed += u32::from(rewrite_all(&mut buf, &mut rng));
+        parsed += u32::from(TcpIpPacket::new_checked(&input[PARAMS..]).is_ok());
+        exercise(&input);
     }
     assert!(
         parsed > 200_000,
         "too few inputs reached the rewrites: {parsed}"
     );
-    assert!(read > 0);
+}
+
+/// The committed fuzz seed corpus is the seeds above with zeroed parameters; this keeps it in
+/// step with them (set `TCPSEQ_WRITE_SEEDS=1` to rewrite it).
+#[test]
+fn fuzz_seed_corpus_matches_the_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parse_rewrite");
+    for (i, seed) in seeds().iter().enumerate() {
+        let mut want = vec![0u8; PARAMS];
+        want.extend_from_slice(seed);
+        let path = dir.join(format!("seed-{i:02}"));
+        if std::env::var_os("TCPSEQ_WRITE_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with TCPSEQ_WRITE_SEEDS=1)", path.display()));
+        assert_eq!(have, want, "{} is stale", path.display());
+        exercise(&have);
+    }
 }
