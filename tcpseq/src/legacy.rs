@@ -100,6 +100,8 @@ pub mod rewrite {
                 })
             }
         };
+        // Check before taking the buffer, so that an error leaves `p` as it was.
+        TcpIpPacket::new_checked(&p[..])?;
         p.truncate(ip.end());
         let mut pkt = TcpIpPacket::new_checked(std::mem::take(p))?;
         let r = pkt.insert_option_growing(&opt);
@@ -136,6 +138,14 @@ mod tests {
         assert_eq!(out.tcp_header_len, 32);
         assert_eq!(p.len(), out.end());
         assert!(TcpIpPacket::new_checked(&p[..]).unwrap().checksums_ok());
+        assert_eq!(
+            rewrite::add_option(&mut vec![0x45], &out, &exp).map(|_| ()),
+            Err(Error::Truncated {
+                what: "IPv4 header",
+                need: 20,
+                have: 1
+            })
+        );
         assert_eq!(
             rewrite::add_option(&mut p, &out, &[253, 9, 1]),
             Err(Error::OptionLength {
