@@ -88,6 +88,11 @@ pub mod rewrite {
 
     /// Appends `option` (kind, length and data as on the wire) to the TCP options; the packet
     /// in `p` grows and is cut to its new length. Returns the new layout.
+    ///
+    /// The TCP checksum is recomputed from scratch, whatever the field held before: the caller
+    /// does not say whether the kernel left it partial, and the kernel forgets the partial
+    /// state once a verdict carries a new payload.
+    ///
     pub fn add_option(p: &mut Vec<u8>, ip: &IpTcp, option: &[u8]) -> Result<IpTcp, Error> {
         let opt = match TcpOptions::new(option).next() {
             Some(Ok(o)) if o.wire_len() == option.len() => o,
@@ -105,6 +110,9 @@ pub mod rewrite {
         p.truncate(ip.end());
         let mut pkt = TcpIpPacket::new_checked(std::mem::take(p))?;
         let r = pkt.insert_option_growing(&opt);
+        if r.is_ok() {
+            pkt.complete_partial();
+        }
         let out = IpTcp::of(&pkt);
         *p = pkt.into_inner();
         r.map(|()| out)
@@ -138,6 +146,15 @@ mod tests {
         assert_eq!(out.tcp_header_len, 32);
         assert_eq!(p.len(), out.end());
         assert!(TcpIpPacket::new_checked(&p[..]).unwrap().checksums_ok());
+        // A SYN from a local socket: the kernel left only the pseudo-header sum in the field.
+        let mut partial = syn.clone();
+        let pseudo = crate::checksum::pseudo_header(ip.src, ip.dst, ip.tcp_len);
+        partial[36..38].copy_from_slice(&crate::checksum::fold(pseudo).to_be_bytes());
+        rewrite::add_option(&mut partial, &ip, &exp).unwrap();
+        assert!(TcpIpPacket::new_checked(&partial[..])
+            .unwrap()
+            .checksums_ok());
+        assert_eq!(partial, p);
         assert_eq!(
             rewrite::add_option(&mut vec![0x45], &out, &exp).map(|_| ()),
             Err(Error::Truncated {
