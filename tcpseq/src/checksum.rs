@@ -15,10 +15,10 @@ pub fn sum(data: &[u8]) -> u32 {
     for w in &mut words {
         acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
-    let rest = words.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    acc += u64::from(u32::from_be_bytes(tail));
+    // At most 3 bytes, placed as the high bytes of a zero-padded word (no memcpy call).
+    for (i, &b) in words.remainder().iter().enumerate() {
+        acc += u64::from(b) << (24 - 8 * i);
+    }
     fold64(acc)
 }
 

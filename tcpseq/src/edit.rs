@@ -95,16 +95,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
     /// words, as option fields can start at odd offsets.
     fn edit_tcp(&mut self, rel: usize, new: &[u8]) {
         let at = self.tcp_offset + rel;
-        let words = (at - (rel & 1))..(at + new.len() + ((rel + new.len()) & 1));
-        if self.mode == Checksum::Partial {
-            self.buf.as_mut()[at..at + new.len()].copy_from_slice(new);
+        let end = at + new.len();
+        let (mode, check_at) = (self.mode, tcp_checksum_at(self.tcp_offset));
+        let b = self.buf.as_mut();
+        if mode == Checksum::Partial {
+            b[at..end].copy_from_slice(new);
             return;
         }
-        let old = checksum::sum(&self.buf.as_ref()[words.clone()]);
-        self.buf.as_mut()[at..at + new.len()].copy_from_slice(new);
-        let new = checksum::sum(&self.buf.as_ref()[words]);
-        let c = checksum::update(self.check_field(), old, new);
-        self.set_check_field(c);
+        let words = (at - (rel & 1))..(end + ((rel + new.len()) & 1));
+        let old = checksum::sum(&b[words.clone()]);
+        b[at..end].copy_from_slice(new);
+        let new = checksum::sum(&b[words]);
+        let c = checksum::update(read16(b, check_at), old, new);
+        write16(b, check_at, c);
     }
 
     /// Accounts for a change of pseudo-header words from sum `old` to `new`, in either mode.
@@ -218,12 +221,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpIpPacket<T> {
     fn map_sack_in(&mut self, opts: &OptionMap, mut f: impl FnMut(SeqNum) -> SeqNum) -> usize {
         let mut blocks = 0;
         for slot in opts.all(options::SACK) {
-            for edge in (slot.at() + 2..slot.end()).step_by(4) {
-                let rel = tcp::OPTIONS_START + edge;
-                let old = read32(self.buf.as_ref(), self.tcp_offset + rel);
-                self.edit_tcp(rel, &f(SeqNum(old)).0.to_be_bytes());
+            // All edges of the option in one edit: one checksum update instead of eight.
+            let rel = tcp::OPTIONS_START + slot.at() + 2;
+            let len = slot.len() - 2;
+            let at = self.tcp_offset + rel;
+            let mut edges = [0u8; 32];
+            for (new, old) in edges[..len]
+                .chunks_exact_mut(4)
+                .zip(self.buf.as_ref()[at..at + len].chunks_exact(4))
+            {
+                let old = SeqNum(u32::from_be_bytes([old[0], old[1], old[2], old[3]]));
+                new.copy_from_slice(&f(old).0.to_be_bytes());
             }
-            blocks += (slot.len() - 2) / 8;
+            self.edit_tcp(rel, &edges[..len]);
+            blocks += len / 8;
         }
         blocks
     }
