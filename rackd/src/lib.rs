@@ -8,7 +8,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
-pub mod hello;
 pub mod inject;
 pub mod packets;
 pub mod queue;

@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use edp::option::{SynFlags, SynOption, EXID};
 use tcpseq::rewrite;
 use tcpseq::TcpOption;
 
 use crate::engine::{Dir, Engine, FlowKey, SynSeen, SynVerdict};
-use crate::hello;
 use crate::queue::{Decision, PacketHandler, QueuedPacket};
 
 /// Netfilter hook numbers (`enum nf_inet_hooks`).
@@ -54,7 +54,9 @@ impl PacketHandler for SynHandler<'_> {
             .options()
             .map_while(Result::ok)
             .find_map(|(_, o)| match o {
-                TcpOption::Experimental { kind, exid, data } => hello::decode(kind, exid, data),
+                TcpOption::Experimental { exid, data, .. } if exid == EXID => {
+                    SynOption::decode_body(data).ok().and_then(|o| o.token)
+                }
                 _ => None,
             });
         let seen = SynSeen {
@@ -70,7 +72,11 @@ impl PacketHandler for SynHandler<'_> {
                     return Decision::Accept;
                 }
                 scratch.extend_from_slice(&pkt.payload[..ip.end()]);
-                match rewrite::add_option(scratch, &ip, &hello::encode(token)) {
+                match rewrite::add_option(
+                    scratch,
+                    &ip,
+                    &SynOption::new(SynFlags::default(), Some(token)).encode(),
+                ) {
                     Ok(_) => Decision::AcceptRewritten,
                     Err(e) => {
                         // No room for the option: the peer cannot learn of us through it.
