@@ -13,4 +13,5 @@ pub mod packets;
 pub mod queue;
 pub mod rules;
 pub mod service;
+pub mod sockdiag;
 pub mod status;

@@ -1,0 +1,1 @@
+//! Reading the kernel's TCP sockets through `NETLINK_SOCK_DIAG` (being written).
