@@ -157,6 +157,7 @@ pub mod labels {
     pub const CONFIRM: &[u8] = b"rackd-edp/1 confirm";
     pub const RECOVER: &[u8] = b"rackd-edp/1 recover";
     pub const KEY_ID: &[u8] = b"rackd-edp/1 key-id";
+    pub const HEARTBEAT: &[u8] = b"rackd-edp/1 heartbeat";
     pub const SIGN_INIT: &[u8] = b"rackd-edp/1 sign init";
     pub const SIGN_INIT_ACK: &[u8] = b"rackd-edp/1 sign init-ack";
 }

@@ -67,6 +67,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         Message::Heartbeat {
             conn_id: id,
             seq: 1,
+            echo: 0,
+            mac: [3; 16],
         }
         .encode(),
         Message::ResumeHello(Hello {

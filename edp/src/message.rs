@@ -8,7 +8,7 @@
 //! Byte counts in [`Recover`] are 64-bit counts of stream bytes, never absolute sequence numbers
 //! (middleboxes rewrite ISNs).
 
-use crate::crypto::{Mac, PUBLIC_KEY_LEN};
+use crate::crypto::{labels, Mac, SecretKey, PUBLIC_KEY_LEN};
 use crate::fixed;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -171,9 +171,14 @@ pub enum Message {
         confirm: Confirm,
     },
     Recover(Recover),
+    /// A liveness beat (see [`Message::heartbeat`]): `seq` counts this sender's beats, `echo` is
+    /// the highest `seq` it has received from the other end, so each end learns whether its own
+    /// beats arrive.
     Heartbeat {
         conn_id: ConnId,
         seq: u64,
+        echo: u64,
+        mac: Mac,
     },
     Close {
         conn_id: ConnId,
@@ -209,6 +214,35 @@ pub enum FrameError {
 }
 
 impl Message {
+    /// A heartbeat authenticated with the connection's key, so that nobody without it can keep a
+    /// dead path looking alive or make a live one look dead.
+    pub fn heartbeat(key: &SecretKey, conn_id: ConnId, seq: u64, echo: u64) -> Message {
+        let mac = key.mac(labels::HEARTBEAT, &[&heartbeat_fields(conn_id, seq, echo)]);
+        Message::Heartbeat {
+            conn_id,
+            seq,
+            echo,
+            mac,
+        }
+    }
+
+    /// Whether a [`Message::Heartbeat`] was made with `key` (false for any other message).
+    pub fn heartbeat_verifies(&self, key: &SecretKey) -> bool {
+        match self {
+            Message::Heartbeat {
+                conn_id,
+                seq,
+                echo,
+                mac,
+            } => key.verify(
+                labels::HEARTBEAT,
+                &[&heartbeat_fields(*conn_id, *seq, *echo)],
+                mac,
+            ),
+            _ => false,
+        }
+    }
+
     /// The frame for this message. Every message this crate defines fits [`MAX_FRAME_LEN`].
     pub fn encode(&self) -> Vec<u8> {
         let body = postcard::to_allocvec(self).expect("serialising to a Vec cannot fail");
@@ -315,3 +349,12 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests;
+
+/// The authenticated fields of a heartbeat, fixed-size and in order.
+fn heartbeat_fields(conn_id: ConnId, seq: u64, echo: u64) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    out[..8].copy_from_slice(&conn_id.0.to_be_bytes());
+    out[8..16].copy_from_slice(&seq.to_be_bytes());
+    out[16..].copy_from_slice(&echo.to_be_bytes());
+    out
+}

@@ -426,6 +426,8 @@ fn announced_client_with_bad_init_is_refused() {
         &Message::Heartbeat {
             conn_id: crate::message::ConnId(1),
             seq: 1,
+            echo: 0,
+            mac: [0; 16],
         }
         .encode(),
     );

@@ -48,6 +48,8 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::Heartbeat {
             conn_id: id,
             seq: 3,
+            echo: u64::MAX,
+            mac: [4; 16],
         },
         Message::Close {
             conn_id: id,
@@ -82,9 +84,13 @@ fn golden_bytes_heartbeat_and_hello() {
     let hb = Message::Heartbeat {
         conn_id: ConnId(1),
         seq: 300,
+        echo: 2,
+        mac: [0xEE; 16],
     };
-    // len 5 | version 1 | tag 6 | conn id varint 1 | seq varint 300 = ac 02
-    assert_eq!(hb.encode(), [0, 5, 1, 6, 1, 0xAC, 0x02]);
+    // len 22 | version 1 | tag 6 | conn id varint 1 | seq varint 300 = ac 02 | echo 2 | mac
+    let mut expected = vec![0, 22, 1, 6, 1, 0xAC, 0x02, 2];
+    expected.extend_from_slice(&[0xEE; 16]);
+    assert_eq!(hb.encode(), expected);
     let hello = Message::ResumeHello(Hello {
         conn_id: ConnId(2),
         nonce: [0xAA; 8],
@@ -191,7 +197,30 @@ fn header_and_body_errors() {
         Err(FrameError::Malformed(_))
     ));
     assert_eq!(
-        Message::decode(&[0, 5, 1, 6, 1, 1, 0]),
+        Message::decode(&[0, 5, 1, 7, 1, 0, 0]),
         Err(FrameError::TrailingBytes(1))
     );
+}
+
+#[test]
+fn heartbeat_verifies_only_with_its_key_and_fields() {
+    let key = SecretKey::from_bytes([5; 32]);
+    let hb = Message::heartbeat(&key, ConnId(7), 10, 9);
+    assert!(hb.heartbeat_verifies(&key));
+    assert!(!hb.heartbeat_verifies(&SecretKey::from_bytes([6; 32])));
+    let Message::Heartbeat { mac, .. } = hb else {
+        unreachable!()
+    };
+    let replayed_with_new_seq = Message::Heartbeat {
+        conn_id: ConnId(7),
+        seq: 11,
+        echo: 9,
+        mac,
+    };
+    assert!(!replayed_with_new_seq.heartbeat_verifies(&key));
+    assert!(!Message::Close {
+        conn_id: ConnId(7),
+        reason: CloseReason::Finished
+    }
+    .heartbeat_verifies(&key));
 }
