@@ -8,7 +8,7 @@ LOCKED ?=
 DEB_PACKAGES := build-essential pkg-config libnftnl-dev libmnl-dev nftables iproute2 iperf3 \
                 socat busybox-static conntrack procps kmod
 
-.PHONY: all deps build lint test test-unit bench demo fmt clean
+.PHONY: all deps build lint test test-unit bench demo fmt clean install uninstall
 
 all: build
 
@@ -52,3 +52,19 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+# Binaries, systemd unit, sysusers entry, man page, completions and (if absent) the default config
+# (docs/service.md). PREFIX (default /usr/local), DESTDIR for staging. BINDIR_SRC=DIR installs the
+# rackd and rackctl already in DIR instead of building release binaries (cargo may be missing
+# under sudo: then the existing release build is used).
+install:
+	@if [ -z "$(BINDIR_SRC)" ] && command -v $(CARGO) >/dev/null; then \
+	  $(CARGO) build --release $(LOCKED) -p rackd -p rackctl; \
+	fi
+	PREFIX="$(or $(PREFIX),/usr/local)" DESTDIR="$(DESTDIR)" \
+	  BINDIR_SRC="$(or $(BINDIR_SRC),$(or $(CARGO_TARGET_DIR),target)/release)" \
+	  bash packaging/install.sh install
+
+# Removes what install installed; keeps an edited /etc/rackd/rackd.toml and the rackd group.
+uninstall:
+	PREFIX="$(or $(PREFIX),/usr/local)" DESTDIR="$(DESTDIR)" bash packaging/install.sh uninstall
