@@ -95,6 +95,8 @@ fn unit_passes_systemd_analyze_verify_with_a_low_exposure() {
 fn unit_keeps_readiness_restart_and_socket_directory() {
     assert_eq!(unit_values("Type"), ["notify"]);
     assert_eq!(unit_values("Restart"), ["on-failure"]);
+    // rackd's exit status for a bad configuration (rackd/src/main.rs).
+    assert_eq!(unit_values("RestartPreventExitStatus"), ["2"]);
     assert_eq!(unit_values("RuntimeDirectory"), ["rackd"]);
     assert_eq!(
         Path::new(rackd::config::DEFAULT_CONTROL_SOCKET).parent(),
@@ -144,15 +146,18 @@ fn rackd_runs_with_exactly_the_units_capabilities_and_is_ready_after_its_rules()
     let config = socket_config(dir.path());
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    let daemon = host
+    let mut command = host
         .command("setpriv")
         .args(unit_capabilities(None))
         .arg(rackd_bin())
         .arg("--config")
         .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .spawn()
-        .unwrap();
+        .env("NOTIFY_SOCKET", &notify_path);
+    for assignment in unit_values("Environment") {
+        let (key, value) = assignment.split_once('=').expect("Environment=KEY=VALUE");
+        command = command.env(key, value);
+    }
+    let daemon = command.spawn().unwrap();
     assert_eq!(notification(&notify, &daemon), "READY=1");
     // Type=notify: by the time READY=1 arrives, the table must already be in place.
     host.run("nft", ["list", "table", "inet", "rackd"])
@@ -169,6 +174,11 @@ fn rackd_runs_with_exactly_the_units_capabilities_and_is_ready_after_its_rules()
         "rackd stopped with {}: {}",
         out.status,
         out.stderr
+    );
+    assert!(out.stderr.contains("rackd ready"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains('\x1b'),
+        "colour codes would end up in the journal"
     );
     assert_eq!(notification(&notify, &daemon), "STOPPING=1");
 }
