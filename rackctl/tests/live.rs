@@ -5,7 +5,7 @@
 //!
 //! rackd does not implement suspend, resume and peer yet: it refuses them with "… is not
 //! available yet". The assertions that accept that answer are marked TRANSITIONAL; the
-//! `#[ignore]`d test at the end is what they become.
+//! `#[ignore]`d tests at the end are the target behaviour.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -316,7 +316,7 @@ fn watch(live: &Live, user: Option<(u32, u32)>, args: &[&str], lines: usize) -> 
 }
 
 #[test]
-fn watch_repeats_the_status_and_root_commands_reach_the_daemon() {
+fn watch_repeats_the_status_as_json_lines_and_as_text() {
     let mut live = Live::start();
     live.connect(Family::V4, 5003);
     let (client, _) = live.wait_managed(1);
@@ -338,22 +338,6 @@ fn watch_repeats_the_status_and_root_commands_reach_the_daemon() {
     let frames = text.iter().filter(|l| l.starts_with("rackd: pid ")).count();
     assert!(frames >= 2, "{text:#?}");
     assert!(text.contains(&format!("connection: {id}")), "{text:#?}");
-
-    // TRANSITIONAL: rackd refuses these for now; the ignored test below is the target.
-    let server_ip = live.host("server").v4().to_string();
-    for args in [
-        vec!["suspend", id.as_str()],
-        vec!["resume", id.as_str()],
-        vec!["peer", id.as_str(), server_ip.as_str()],
-    ] {
-        let out = live.rackctl("client", &args);
-        assert_exit(&out, 1);
-        let want = format!(
-            "rackctl: rackd refused (invalid_state): {} is not available yet",
-            args[0]
-        );
-        assert!(out.stderr.starts_with(&want), "{}", out.stderr);
-    }
 }
 
 #[test]
@@ -519,14 +503,15 @@ fn a_stopped_daemon_is_reported_as_not_running() {
     }
 }
 
-/// The target behaviour of suspend/resume/peer, for when rackd implements them (issue 8).
+/// The target behaviour of suspend and resume, for when rackd implements them (issue 8).
 #[test]
-#[ignore = "rackd answers suspend/resume/peer with 'not available yet' (issue 8)"]
+#[ignore = "rackd answers suspend/resume with 'not available yet' (issue 8)"]
 fn suspend_and_resume_a_live_connection() {
     let mut live = Live::start();
     live.connect(Family::V4, 5004);
-    let (client, _) = live.wait_managed(1);
-    let id = by_port(&client, 5004)["id"].as_str().unwrap().to_owned();
+    live.wait_managed(1);
+    let c = live.wait_state("client", 5004, "connected");
+    let id = c["id"].as_str().unwrap().to_owned();
 
     let out = live.rackctl("client", &["suspend", &id]);
     assert_exit(&out, 0);
@@ -539,8 +524,6 @@ fn suspend_and_resume_a_live_connection() {
     assert!(text.contains("  state: suspended\n  local: "), "{text}");
     assert!(text.contains("  suspended for: "), "{text}");
 
-    let server_ip = live.host("server").v4().to_string();
-    assert_exit(&live.rackctl("client", &["peer", &id, &server_ip]), 0);
     assert_exit(&live.rackctl("client", &["resume", &id]), 0);
     let c = live.wait_state("client", 5004, "connected");
     assert_eq!(
@@ -552,4 +535,26 @@ fn suspend_and_resume_a_live_connection() {
     let out = live.rackctl("client", &["resume", &id]);
     assert_exit(&out, 1);
     assert!(out.stderr.contains("invalid_state"), "{}", out.stderr);
+}
+
+/// The target behaviour of peer (issue 8): a suspended connection accepts its peer's address.
+#[test]
+#[ignore = "rackd answers peer with 'not available yet' (issue 8)"]
+fn peer_gives_a_suspended_connection_an_address() {
+    let mut live = Live::start();
+    live.connect(Family::V6, 5005);
+    live.wait_managed(1);
+    let id = live.wait_state("client", 5005, "connected")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let server_ip = live.host("server").v6().to_string();
+    // Not suspended: refused with the connection's state.
+    let out = live.rackctl("client", &["peer", &id, &server_ip]);
+    assert_exit(&out, 1);
+    assert!(out.stderr.contains("invalid_state"), "{}", out.stderr);
+    assert_exit(&live.rackctl("client", &["suspend", &id]), 0);
+    assert_exit(&live.rackctl("client", &["peer", &id, &server_ip]), 0);
+    assert_exit(&live.rackctl("client", &["resume", &id]), 0);
+    live.wait_state("client", 5005, "connected");
 }
