@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ControlConfig;
 use crate::daemon::DaemonInfo;
-use crate::engine::Engine;
+use crate::engine::{CommandError, Engine};
 use crate::queue::PumpStats;
 use crate::status;
 
@@ -142,9 +142,27 @@ async fn call(calls: &mpsc::Sender<ControlCall>, request: Request) -> Response {
 }
 
 /// Answers a call on the event loop.
-pub fn answer(call: ControlCall, info: &DaemonInfo, engine: &Engine, stats: &PumpStats) {
+pub fn answer(
+    call: ControlCall,
+    now: std::time::Instant,
+    info: &DaemonInfo,
+    engine: &mut Engine,
+    stats: &PumpStats,
+) {
+    let done = |r: Result<(), CommandError>| match r {
+        Ok(()) => Response::ok(),
+        Err(e) => {
+            let code = match e {
+                CommandError::UnknownId(_) => ErrorCode::NotFound,
+                _ => ErrorCode::InvalidState,
+            };
+            Response::error(ErrorBody::new(code, e.to_string()))
+        }
+    };
     let response = match call.request {
         Request::Status => Response::status(status::snapshot(info, engine, stats)),
+        Request::Suspend { id } => done(engine.suspend_by_id(now, &id)),
+        Request::Resume { id } => done(engine.resume_by_id(now, &id)),
         other => Response::error(ErrorBody::new(
             ErrorCode::InvalidState,
             format!("{} is not available yet in this version", other.name()),

@@ -3,20 +3,26 @@
 //! no locks.
 
 use std::io;
-use std::time::Instant;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::control::{self, ControlCall};
-use crate::engine::Engine;
+use crate::engine::{Action, Engine, EngineConfig, FlowKey};
 use crate::inject::Injector;
-use crate::packets::SynHandler;
+use crate::packets::Handler;
 use crate::queue::{Pump, QueueOptions, QueueSocket};
 use crate::rules::nft_config;
 use crate::service;
+use crate::sockets::SocketTable;
+
+/// How often the kernel's socket table is read (closed connections, byte counters).
+const SOCKET_TABLE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,10 @@ pub enum DaemonError {
     QueueIo(io::Error),
     #[error("signal handling: {0}")]
     Signal(io::Error),
+    #[error("daemon channel: binding UDP port {port}: {source} (is another rackd running here?)")]
+    Channel { port: u16, source: io::Error },
+    #[error("reading the kernel's socket table (sock_diag): {0}")]
+    Sockets(io::Error),
 }
 
 /// Facts about the running daemon that do not change.
@@ -70,6 +80,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         source,
     })?;
     let injector = Injector::new(cfg.rules.mark).map_err(DaemonError::Inject)?;
+    let channel = bind_channel(cfg.peer.port).map_err(|source| DaemonError::Channel {
+        port: cfg.peer.port,
+        source,
+    })?;
+    let sockets = SocketTable::open().map_err(DaemonError::Sockets)?;
     let (calls_tx, mut calls) = mpsc::channel::<ControlCall>(64);
     let listener = control::bind(&cfg.control).map_err(|source| DaemonError::Control {
         path: cfg.control.socket.clone(),
@@ -97,7 +112,14 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     }
 
     let control_task = tokio::spawn(control::serve(listener, calls_tx));
-    let result = event_loop(&info, sock, injector, &mut calls).await;
+    let io = Io {
+        ruleset: &ruleset,
+        injector,
+        channel_v6: channel.local_addr().is_ok_and(|a| a.is_ipv6()),
+        channel,
+        sockets,
+    };
+    let result = event_loop(&info, engine_config(&cfg), sock, io, &mut calls).await;
     control_task.abort();
     control::unbind(&cfg.control);
     let _ = service::notify("STOPPING=1");
@@ -108,11 +130,21 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     result
 }
 
+/// Everything the engine's actions are carried out with.
+struct Io<'a> {
+    ruleset: &'a nft_rules::Ruleset,
+    injector: Injector,
+    channel: UdpSocket,
+    /// Bound to `[::]` (IPv4 peers are reached at mapped addresses) rather than `0.0.0.0`.
+    channel_v6: bool,
+    sockets: SocketTable,
+}
+
 async fn event_loop(
     info: &DaemonInfo,
+    engine_cfg: EngineConfig,
     sock: QueueSocket,
-    // Opened at start so a host without raw sockets fails early; suspension sends through it.
-    _injector: Injector,
+    mut io: Io<'_>,
     calls: &mut mpsc::Receiver<ControlCall>,
 ) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
@@ -121,19 +153,36 @@ async fn event_loop(
     // open and unreplaced until the AsyncFd is dropped.
     let sock = unsafe { AsyncFd::register(sock) }.map_err(|e| DaemonError::QueueIo(e.into()))?;
     let mut pump = Pump::new();
-    let mut engine = Engine::new(random_seed());
+    let entropy = Box::new(edp::crypto::SystemEntropy::new());
+    let mut engine = Engine::new(random_seed(), entropy, engine_cfg);
+    let mut table_tick = tokio::time::interval(SOCKET_TABLE_PERIOD);
+    table_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut datagram = vec![0u8; 2048];
     loop {
         let deadline = engine.poll_timeout();
         tokio::select! {
             ready = sock.readable() => {
                 let mut guard = ready.map_err(DaemonError::QueueIo)?;
-                let mut handler = SynHandler::new(&mut engine);
+                let mut handler = Handler::new(&mut engine);
                 pump.run_once(guard.get_inner(), &mut handler, Instant::now())
                     .map_err(DaemonError::QueueIo)?;
                 guard.clear_ready();
             }
+            got = io.channel.recv_from(&mut datagram) => match got {
+                Ok((n, from)) => {
+                    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                    engine.on_datagram(Instant::now(), from, &datagram[..n]);
+                }
+                Err(e) => tracing::debug!("daemon channel receive: {e}"),
+            },
             () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
-            Some(call) = calls.recv() => control::answer(call, info, &engine, &pump.stats),
+            _ = table_tick.tick() => match io.sockets.snapshot() {
+                Ok(table) => engine.on_socket_table(Instant::now(), |k| table.get(k).copied()),
+                Err(e) => tracing::warn!("reading the socket table: {e}"),
+            },
+            Some(call) = calls.recv() => {
+                control::answer(call, Instant::now(), info, &mut engine, &pump.stats);
+            }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: stopping");
                 return Ok(());
@@ -143,9 +192,83 @@ async fn event_loop(
                 return Ok(());
             }
         }
-        while let Some(action) = engine.poll_action() {
-            tracing::debug!(?action, "engine action");
+        perform(&mut engine, &mut io);
+    }
+}
+
+/// Carries out the engine's actions (some feed results straight back).
+fn perform(engine: &mut Engine, io: &mut Io<'_>) {
+    while let Some(action) = engine.poll_action() {
+        match action {
+            Action::Send { to, datagram } => {
+                if let Err(e) = io
+                    .channel
+                    .try_send_to(&datagram, channel_addr(to, io.channel_v6))
+                {
+                    // Datagrams are best effort: heartbeats and Init are repeated anyway.
+                    tracing::debug!(%to, "daemon channel send: {e}");
+                }
+            }
+            Action::Queue { key, on } => queue(io.ruleset, key, on),
+            Action::ReadSocket { key } => {
+                let counters = match io.sockets.lookup(&key) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(flow = %key, "socket lookup: {e}");
+                        continue;
+                    }
+                };
+                engine.on_socket(Instant::now(), key, counters);
+            }
+            Action::Inject(packet) => {
+                if let Err(e) = io.injector.send(&packet) {
+                    tracing::warn!("injecting a packet: {e}");
+                }
+            }
+            Action::Released { key } => tracing::debug!(flow = %key, "plain TCP"),
         }
+    }
+}
+
+/// Puts both directions of a flow in (or out of) the queue set.
+fn queue(ruleset: &nft_rules::Ruleset, key: FlowKey, on: bool) {
+    let keys = [
+        nft_rules::FlowKey::new(key.local, key.remote),
+        nft_rules::FlowKey::new(key.remote, key.local),
+    ];
+    let result = if on {
+        ruleset.queue_flows(&keys)
+    } else {
+        ruleset.unqueue_flows(&keys)
+    };
+    if let Err(e) = result {
+        tracing::warn!(flow = %key, on, "changing the queue set: {e}");
+    }
+}
+
+fn engine_config(cfg: &Config) -> EngineConfig {
+    EngineConfig {
+        heartbeat_interval: cfg.monitor.heartbeat_interval(),
+        detect_after: cfg.monitor.detect_after(),
+        reconnect_window: Duration::from_secs(cfg.reconnect.window_s),
+        peer_port: cfg.peer.port,
+    }
+}
+
+/// The daemon channel: one UDP socket for both families (IPv4 peers as mapped addresses).
+fn bind_channel(port: u16) -> io::Result<UdpSocket> {
+    let std = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
+        .or_else(|_| std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port)))?;
+    std.set_nonblocking(true)?;
+    UdpSocket::from_std(std)
+}
+
+fn channel_addr(to: SocketAddr, v6_socket: bool) -> SocketAddr {
+    match to {
+        SocketAddr::V4(v4) if v6_socket => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        v6 => v6,
     }
 }
 

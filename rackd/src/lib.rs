@@ -14,4 +14,5 @@ pub mod queue;
 pub mod rules;
 pub mod service;
 pub mod sockdiag;
+pub mod sockets;
 pub mod status;

@@ -17,8 +17,10 @@ pub fn snapshot(info: &DaemonInfo, engine: &Engine, stats: &PumpStats) -> Status
         .zip(counts)
         .map(|(n, c)| (n.to_string(), c))
         .collect();
-    let mut connections: Vec<ConnectionStatus> =
-        engine.flows().map(|f| connection(f, now)).collect();
+    let mut connections: Vec<ConnectionStatus> = engine
+        .flows()
+        .map(|f| connection(f, engine.last_heartbeat(f), now))
+        .collect();
     connections.sort_by(|a, b| a.age_s.cmp(&b.age_s).then_with(|| a.id.cmp(&b.id)));
     Status {
         daemon: DaemonStatus {
@@ -38,7 +40,7 @@ pub fn snapshot(info: &DaemonInfo, engine: &Engine, stats: &PumpStats) -> Status
     }
 }
 
-fn connection(f: &Flow, now: Instant) -> ConnectionStatus {
+fn connection(f: &Flow, last_heartbeat: Option<Instant>, now: Instant) -> ConnectionStatus {
     let state = match f.state {
         State::Negotiating { .. } => ConnState::Negotiating,
         State::Connected => ConnState::Connected,
@@ -63,9 +65,9 @@ fn connection(f: &Flow, now: Instant) -> ConnectionStatus {
         age_s: now.duration_since(f.created).as_secs(),
         suspended_for_s,
         reconnects: f.reconnects,
-        bytes_sent: 0,
-        bytes_received: 0,
+        bytes_sent: f.bytes_sent,
+        bytes_received: f.bytes_received,
         peer: None,
-        last_heartbeat_ms_ago: None,
+        last_heartbeat_ms_ago: last_heartbeat.map(|t| now.duration_since(t).as_millis() as u64),
     }
 }

@@ -4,6 +4,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use edp::init::{Initiator, Session};
+use edp::message::ConnId;
+use tcpseq::SeqNum;
+
+use super::hold::Hold;
+
 /// A connection as the local socket sees it: its own address and its peer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
@@ -93,7 +99,26 @@ impl State {
     ];
 }
 
-#[derive(Debug, Clone)]
+/// Where the initialisation over the daemon channel stands.
+#[derive(Debug)]
+pub enum Init {
+    /// Not started: the peer's token is not known yet.
+    Idle,
+    /// Client side: `Init` sent (and resent until answered).
+    Sent {
+        initiator: Initiator,
+        frame: Vec<u8>,
+        next_send: Instant,
+        interval: std::time::Duration,
+    },
+    /// Server side: waiting for the client's `Init`.
+    Awaiting,
+    /// Done; the server keeps its answer to repeat it when an `Init` arrives again (the first
+    /// `InitAck` was lost).
+    Done { ack_frame: Option<Vec<u8>> },
+}
+
+#[derive(Debug)]
 pub struct Flow {
     pub key: FlowKey,
     pub role: Role,
@@ -105,6 +130,19 @@ pub struct Flow {
     /// The tokens exchanged in the SYNs, kept after negotiation as the connection's identity.
     pub token_local: u32,
     pub token_peer: u32,
+    /// Initial sequence numbers from the SYN and SYN-ACK: with the socket's byte counters they
+    /// give its exact sequence state when rackd must speak for the peer.
+    pub isn_local: Option<SeqNum>,
+    pub isn_peer: Option<SeqNum>,
+    pub init: Init,
+    pub session: Option<Session>,
+    /// Suspended on an operator's request: stays suspended until resumed the same way.
+    pub pinned: bool,
+    /// While suspended: what rackd tells the local socket (and the peer) in their place.
+    pub hold: Option<Hold>,
+    /// From the socket table.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 impl Flow {
@@ -118,7 +156,36 @@ impl Flow {
             reconnects: 0,
             token_local: 0,
             token_peer: 0,
+            isn_local: None,
+            isn_peer: None,
+            init: Init::Idle,
+            session: None,
+            pinned: false,
+            hold: None,
+            bytes_sent: 0,
+            bytes_received: 0,
         }
+    }
+
+    /// The identifier both ends use: client token in the high half, server token in the low.
+    pub fn conn_id(&self) -> Option<ConnId> {
+        let (local, peer) = match self.state {
+            State::Negotiating {
+                token_local,
+                token_peer,
+            } => (token_local, token_peer?),
+            _ => (self.token_local, self.token_peer),
+        };
+        let (client, server) = match self.role {
+            Role::Client => (local, peer),
+            Role::Server => (peer, local),
+        };
+        Some(ConnId(u64::from(client) << 32 | u64::from(server)))
+    }
+
+    /// Held by rackd: suspended (by failure or by command).
+    pub fn is_suspended(&self) -> bool {
+        matches!(self.state, State::Suspended { .. })
     }
 
     /// The connection's identifier, the same on both ends: the client's token, then the

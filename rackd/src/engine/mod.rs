@@ -1,21 +1,71 @@
 //! The daemon's protocol core, without I/O.
 //!
 //! [`Engine`] is driven like quinn-proto's `Connection`: the I/O layer feeds it what happened
-//! (`on_syn`, `initialised`, `handle_timeout`) with the current time, applies what it returns,
-//! drains [`Engine::poll_action`], and sleeps until [`Engine::poll_timeout`]. It never reads a clock
-//! or touches a socket, so every ordering of events is a unit test.
+//! (`on_syn`, `on_datagram`, `on_segment`, `on_socket`, `on_socket_table`, `handle_timeout`)
+//! with the current time, drains [`Engine::poll_action`], and sleeps until
+//! [`Engine::poll_timeout`]. It never reads a clock or touches a socket, so every ordering of
+//! events is a unit test.
+//!
+//! Life of a flow: SYNs carry the rackd option (negotiating) → `Init`/`InitAck` over the daemon
+//! channel (UDP) give it an id and a secret (connected; its packets no longer reach rackd) →
+//! heartbeats per peer host detect a failure (suspended: queued again, held open by
+//! [`hold::Hold`]) → heartbeats return (connected again).
 
 mod flow;
+pub mod hold;
+mod peer;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-pub use flow::{Dir, Flow, FlowKey, Role, State};
+use edp::crypto::Entropy;
+use edp::identity::PeerTrust;
+use edp::init::{self, Initiator, LocalParams};
+use edp::message::{Capabilities, ConnId, Message};
+use tcpseq::SeqNum;
+
+pub use flow::{Dir, Flow, FlowKey, Init, Role, State};
+use hold::{Hold, SeqState};
+pub use hold::{SegmentSeen, SocketCounters};
+use peer::{Peer, Timing};
 
 /// How long a connection may stay in negotiation (SYN retries, then initialisation) before it is
 /// released as plain TCP.
 pub const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// First retransmission interval of an unanswered `Init`; doubles up to [`INIT_RETRY_MAX`].
+const INIT_RETRY: Duration = Duration::from_millis(200);
+const INIT_RETRY_MAX: Duration = Duration::from_secs(2);
+/// A flow whose socket is missing from the socket table this long after its SYN is gone.
+const SOCKET_GRACE: Duration = Duration::from_secs(3);
+/// Flow table scan period while something is pending (negotiation, suspension).
+const SCAN_BUSY: Duration = Duration::from_millis(100);
+const SCAN_IDLE: Duration = Duration::from_secs(1);
+/// Upper bound on connections in negotiation: beyond it new SYNs are not offered protection,
+/// so a SYN flood costs bounded memory.
+pub const MAX_NEGOTIATING: usize = 65_536;
+
+/// Tunables, from the configuration file.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub heartbeat_interval: Duration,
+    pub detect_after: Duration,
+    /// How long a suspended connection waits for its peer before it is reset.
+    pub reconnect_window: Duration,
+    /// UDP port of the peers' daemon channel.
+    pub peer_port: u16,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            heartbeat_interval: Duration::from_millis(1000),
+            detect_after: Duration::from_millis(4000),
+            reconnect_window: Duration::from_secs(3 * 24 * 3600),
+            peer_port: 7113,
+        }
+    }
+}
 
 /// A queued SYN or SYN-ACK, reduced to what negotiation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +76,8 @@ pub struct SynSeen {
     pub ack: bool,
     /// The token of a rackd option in the packet, if it carried one.
     pub hello: Option<u32>,
+    /// The packet's sequence number: its sender's ISN.
+    pub seq: SeqNum,
 }
 
 /// What to do with the SYN packet itself.
@@ -38,16 +90,25 @@ pub enum SynVerdict {
     },
 }
 
+/// What to do with a queued packet of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentVerdict {
+    Accept,
+    /// rackd answered it in the other end's place; the packet must not travel.
+    Drop,
+}
+
 /// Work for the I/O layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Both ends run rackd: run initialisation over the daemon channel (client side starts it).
-    Initialise {
-        key: FlowKey,
-        role: Role,
-        token_local: u32,
-        token_peer: u32,
-    },
+    /// A daemon-channel datagram.
+    Send { to: SocketAddr, datagram: Vec<u8> },
+    /// Start (`on`) or stop queueing both directions of the flow.
+    Queue { key: FlowKey, on: bool },
+    /// Look the local socket up in the kernel's table and report it with [`Engine::on_socket`].
+    ReadSocket { key: FlowKey },
+    /// A crafted packet, addressed to the local socket or to the peer.
+    Inject(Vec<u8>),
     /// The connection runs as plain TCP from now on.
     Released { key: FlowKey },
 }
@@ -57,25 +118,77 @@ pub enum Action {
 pub struct Counters {
     pub released: u64,
     pub negotiation_timeouts: u64,
+    pub init_failures: u64,
+    pub closed: u64,
+    pub suspensions: u64,
+    pub resumptions: u64,
+    pub expired: u64,
+    pub bad_datagrams: u64,
+    pub not_offered: u64,
 }
 
-#[derive(Debug)]
+/// Why an operator's request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no connection with id {0}")]
+    UnknownId(String),
+    #[error("connection {id} is {state}: only a connected connection can be suspended")]
+    NotConnected { id: String, state: &'static str },
+    #[error("connection {0} was not suspended by command")]
+    NotPinned(String),
+}
+
 pub struct Engine {
     flows: HashMap<FlowKey, Flow>,
-    deadlines: BinaryHeap<Reverse<(Instant, FlowKey)>>,
+    by_conn: HashMap<ConnId, FlowKey>,
+    peers: HashMap<IpAddr, Peer>,
     actions: VecDeque<Action>,
     tokens: TokenSource,
+    rng: Box<dyn Entropy + Send>,
+    trust: PeerTrust,
+    params: LocalParams,
+    cfg: EngineConfig,
+    timing: Timing,
+    negotiating: usize,
+    next_scan: Option<Instant>,
     pub counters: Counters,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("flows", &self.flows.len())
+            .field("peers", &self.peers.len())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
 impl Engine {
-    /// `seed` makes token choice reproducible in tests; the daemon passes a random one.
-    pub fn new(seed: u64) -> Self {
+    /// `seed` makes token choice reproducible in tests; `rng` supplies key material.
+    pub fn new(seed: u64, rng: Box<dyn Entropy + Send>, cfg: EngineConfig) -> Self {
+        let timing = Timing {
+            interval: cfg.heartbeat_interval,
+            detect_after: cfg.detect_after,
+            probe_interval: (cfg.heartbeat_interval / 4)
+                .clamp(Duration::from_millis(20), Duration::from_millis(100)),
+        };
         Self {
             flows: HashMap::new(),
-            deadlines: BinaryHeap::new(),
+            by_conn: HashMap::new(),
+            peers: HashMap::new(),
             actions: VecDeque::new(),
             tokens: TokenSource(seed),
+            rng,
+            trust: PeerTrust::Opportunistic,
+            params: LocalParams {
+                capabilities: Capabilities(Capabilities::RESUME.0 | Capabilities::HEARTBEAT.0),
+                ..LocalParams::default()
+            },
+            cfg,
+            timing,
+            negotiating: 0,
+            next_scan: None,
             counters: Counters::default(),
         }
     }
@@ -88,44 +201,57 @@ impl Engine {
         self.flows.values()
     }
 
+    /// When the last authenticated heartbeat from the flow's peer arrived.
+    pub fn last_heartbeat(&self, flow: &Flow) -> Option<Instant> {
+        flow.session.as_ref()?;
+        self.peers.get(&flow.key.remote.ip()).map(Peer::last_rx)
+    }
+
+    // ----- negotiation -------------------------------------------------------------------
+
     /// Handles a queued SYN or SYN-ACK and says what to do with the packet.
     pub fn on_syn(&mut self, now: Instant, syn: SynSeen) -> SynVerdict {
         match (syn.dir, syn.ack) {
-            (Dir::Out, false) => self.client_syn(now, syn.key),
+            (Dir::Out, false) => self.client_syn(now, syn),
             (Dir::In, true) => {
-                self.client_syn_ack(now, syn.key, syn.hello);
+                self.client_syn_ack(now, syn);
                 SynVerdict::Pass
             }
             (Dir::In, false) => {
-                self.server_syn(now, syn.key, syn.hello);
+                self.server_syn(now, syn);
                 SynVerdict::Pass
             }
-            (Dir::Out, true) => self.server_syn_ack(syn.key),
+            (Dir::Out, true) => self.server_syn_ack(syn),
         }
     }
 
-    fn client_syn(&mut self, now: Instant, key: FlowKey) -> SynVerdict {
-        if let Some(Flow {
-            state: State::Negotiating { token_local, .. },
-            ..
-        }) = self.flows.get(&key)
-        {
-            // A retransmitted SYN carries the same token.
-            return SynVerdict::AddHello {
-                token: *token_local,
+    fn client_syn(&mut self, now: Instant, syn: SynSeen) -> SynVerdict {
+        if let Some(flow) = self.flows.get(&syn.key) {
+            return match flow.state {
+                // A retransmitted SYN carries the same token.
+                State::Negotiating { token_local, .. } => {
+                    SynVerdict::AddHello { token: token_local }
+                }
+                _ => SynVerdict::Pass,
             };
+        }
+        if self.negotiating >= MAX_NEGOTIATING {
+            self.counters.not_offered += 1;
+            return SynVerdict::Pass;
         }
         let token = self.tokens.next();
         let state = State::Negotiating {
             token_local: token,
             token_peer: None,
         };
-        self.insert(now, Flow::new(key, Role::Client, state, now));
+        let mut flow = Flow::new(syn.key, Role::Client, state, now);
+        flow.isn_local = Some(syn.seq);
+        self.insert(now, flow);
         SynVerdict::AddHello { token }
     }
 
-    fn client_syn_ack(&mut self, now: Instant, key: FlowKey, hello: Option<u32>) {
-        let Some(flow) = self.flows.get_mut(&key) else {
+    fn client_syn_ack(&mut self, now: Instant, syn: SynSeen) {
+        let Some(flow) = self.flows.get_mut(&syn.key) else {
             return;
         };
         let State::Negotiating {
@@ -138,29 +264,48 @@ impl Engine {
         if flow.role != Role::Client {
             return;
         }
-        match hello {
-            Some(token_peer) => {
-                flow.set_state(
-                    State::Negotiating {
-                        token_local,
-                        token_peer: Some(token_peer),
-                    },
-                    now,
-                );
-                self.actions.push_back(Action::Initialise {
-                    key,
-                    role: Role::Client,
-                    token_local,
-                    token_peer,
+        let Some(token_peer) = syn.hello else {
+            self.release(syn.key);
+            return;
+        };
+        flow.isn_peer = Some(syn.seq);
+        flow.set_state(
+            State::Negotiating {
+                token_local,
+                token_peer: Some(token_peer),
+            },
+            now,
+        );
+        let Some(conn_id) = flow.conn_id() else {
+            return;
+        };
+        match Initiator::start(self.rng.as_mut(), Some(conn_id), &self.params) {
+            Ok((initiator, msg)) => {
+                let frame = Message::Init(msg).encode();
+                let to = SocketAddr::new(syn.key.remote.ip(), self.cfg.peer_port);
+                flow.init = Init::Sent {
+                    initiator,
+                    frame: frame.clone(),
+                    next_send: now + INIT_RETRY,
+                    interval: INIT_RETRY,
+                };
+                self.by_conn.insert(conn_id, syn.key);
+                self.actions.push_back(Action::Send {
+                    to,
+                    datagram: frame,
                 });
             }
-            None => self.release(key),
+            Err(e) => {
+                tracing::warn!(flow = %syn.key, "cannot start initialisation: {e}");
+                self.counters.init_failures += 1;
+                self.release(syn.key);
+            }
         }
     }
 
-    fn server_syn(&mut self, now: Instant, key: FlowKey, hello: Option<u32>) {
-        let Some(token_peer) = hello else { return };
-        if let Some(flow) = self.flows.get(&key) {
+    fn server_syn(&mut self, now: Instant, syn: SynSeen) {
+        let Some(token_peer) = syn.hello else { return };
+        if let Some(flow) = self.flows.get(&syn.key) {
             // A retransmitted SYN with the same token changes nothing; a different token means
             // the client gave up on the old attempt and this is a new connection.
             if matches!(flow.state, State::Negotiating { token_peer: Some(t), .. } if t == token_peer)
@@ -170,91 +315,520 @@ impl Engine {
             if !matches!(flow.state, State::Negotiating { .. }) {
                 return; // an established connection is not replaced by a stray SYN
             }
+            self.remove(&syn.key);
+        }
+        if self.negotiating >= MAX_NEGOTIATING {
+            self.counters.not_offered += 1;
+            return;
         }
         let token_local = self.tokens.next();
         let state = State::Negotiating {
             token_local,
             token_peer: Some(token_peer),
         };
-        self.insert(now, Flow::new(key, Role::Server, state, now));
-        self.actions.push_back(Action::Initialise {
-            key,
-            role: Role::Server,
-            token_local,
-            token_peer,
-        });
-    }
-
-    fn server_syn_ack(&mut self, key: FlowKey) -> SynVerdict {
-        match self.flows.get(&key) {
-            Some(Flow {
-                role: Role::Server,
-                state: State::Negotiating { token_local, .. },
-                ..
-            }) => SynVerdict::AddHello {
-                token: *token_local,
-            },
-            _ => SynVerdict::Pass,
+        let mut flow = Flow::new(syn.key, Role::Server, state, now);
+        flow.isn_peer = Some(syn.seq);
+        flow.init = Init::Awaiting;
+        if let Some(id) = flow.conn_id() {
+            self.by_conn.insert(id, syn.key);
         }
+        self.insert(now, flow);
     }
 
-    /// Initialisation over the daemon channel finished: the connection is protected.
-    pub fn initialised(&mut self, now: Instant, key: &FlowKey) -> bool {
-        match self.flows.get_mut(key) {
-            Some(flow)
-                if matches!(
-                    flow.state,
-                    State::Negotiating {
-                        token_peer: Some(_),
-                        ..
-                    }
-                ) =>
-            {
-                flow.set_state(State::Connected, now);
-                true
+    fn server_syn_ack(&mut self, syn: SynSeen) -> SynVerdict {
+        match self.flows.get_mut(&syn.key) {
+            Some(
+                flow @ Flow {
+                    role: Role::Server,
+                    state: State::Negotiating { .. },
+                    ..
+                },
+            ) => {
+                flow.isn_local = Some(syn.seq);
+                let State::Negotiating { token_local, .. } = flow.state else {
+                    unreachable!()
+                };
+                SynVerdict::AddHello { token: token_local }
             }
-            _ => false,
+            _ => SynVerdict::Pass,
         }
     }
 
     /// Initialisation failed or the peer turned out not to be usable: plain TCP.
     pub fn release(&mut self, key: FlowKey) {
-        if self.flows.remove(&key).is_some() {
+        if self.remove(&key).is_some() {
             tracing::debug!(flow = %key, "released");
             self.counters.released += 1;
             self.actions.push_back(Action::Released { key });
         }
     }
 
-    /// Expires whatever is due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
-            if at > now {
-                break;
+    // ----- daemon channel ----------------------------------------------------------------
+
+    /// A datagram arrived on the daemon channel.
+    pub fn on_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let msg = match Message::decode(bytes) {
+            Ok(Some((msg, used))) if used == bytes.len() => msg,
+            other => {
+                self.counters.bad_datagrams += 1;
+                tracing::debug!(%from, ?other, "unusable datagram");
+                return;
             }
-            self.deadlines.pop();
-            // Lazy deletion: the entry may belong to a flow that moved on or is gone.
-            let due = self.flows.get(&key).is_some_and(|f| {
-                matches!(f.state, State::Negotiating { .. }) && f.created + NEGOTIATE_TIMEOUT <= now
-            });
-            if due {
-                self.counters.negotiation_timeouts += 1;
+        };
+        match msg {
+            Message::Init(init) => self.on_init(now, from, &init),
+            Message::InitAck(ack) => self.on_init_ack(now, from, &ack),
+            Message::Heartbeat { conn_id, .. } => self.on_heartbeat(now, conn_id, &msg),
+            other => {
+                self.counters.bad_datagrams += 1;
+                tracing::debug!(%from, ?other, "unexpected message");
+            }
+        }
+    }
+
+    fn on_init(&mut self, now: Instant, from: SocketAddr, msg: &edp::message::Init) {
+        let Some(&key) = self.by_conn.get(&msg.conn_id) else {
+            self.counters.bad_datagrams += 1;
+            return;
+        };
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        if flow.role != Role::Server {
+            self.counters.bad_datagrams += 1;
+            return;
+        }
+        match &flow.init {
+            Init::Done {
+                ack_frame: Some(frame),
+            } => {
+                // Our InitAck was lost: the same answer again.
+                self.actions.push_back(Action::Send {
+                    to: from,
+                    datagram: frame.clone(),
+                });
+                return;
+            }
+            Init::Awaiting => {}
+            _ => return,
+        }
+        let peer = key.remote.ip().to_string();
+        match init::respond(self.rng.as_mut(), msg, &self.params, &peer, &mut self.trust) {
+            Ok((ack, session)) => {
+                let frame = Message::InitAck(ack).encode();
+                flow.session = Some(session);
+                flow.init = Init::Done {
+                    ack_frame: Some(frame.clone()),
+                };
+                self.actions.push_back(Action::Send {
+                    to: from,
+                    datagram: frame,
+                });
+                self.connected(now, key, msg.conn_id);
+            }
+            Err(e) => {
+                tracing::info!(flow = %key, "initialisation refused: {e}");
+                self.counters.init_failures += 1;
                 self.release(key);
             }
         }
     }
 
+    fn on_init_ack(&mut self, now: Instant, _from: SocketAddr, ack: &edp::message::InitAck) {
+        let Some(&key) = self.by_conn.get(&ack.conn_id) else {
+            self.counters.bad_datagrams += 1;
+            return;
+        };
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        if !matches!(flow.init, Init::Sent { .. }) {
+            return; // a duplicate answer
+        }
+        let Init::Sent { initiator, .. } = std::mem::replace(&mut flow.init, Init::Idle) else {
+            unreachable!()
+        };
+        let peer = key.remote.ip().to_string();
+        match initiator.finish(ack, &peer, &mut self.trust) {
+            Ok(session) => {
+                flow.session = Some(session);
+                flow.init = Init::Done { ack_frame: None };
+                self.connected(now, key, ack.conn_id);
+            }
+            Err(e) => {
+                tracing::info!(flow = %key, "initialisation failed: {e}");
+                self.counters.init_failures += 1;
+                self.release(key);
+            }
+        }
+    }
+
+    fn connected(&mut self, now: Instant, key: FlowKey, conn_id: ConnId) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.set_state(State::Connected, now);
+        self.negotiating -= 1;
+        let peer = self
+            .peers
+            .entry(key.remote.ip())
+            .or_insert_with(|| Peer::new(now));
+        peer.conns.insert(conn_id);
+        tracing::info!(flow = %key, id = %conn_id, "connected");
+    }
+
+    fn on_heartbeat(&mut self, now: Instant, conn_id: ConnId, msg: &Message) {
+        let Message::Heartbeat { seq, echo, .. } = *msg else {
+            return;
+        };
+        let Some(flow) = self.by_conn.get(&conn_id).and_then(|k| self.flows.get(k)) else {
+            return; // a connection that ended here already; other beats will carry the peer
+        };
+        let Some(session) = &flow.session else { return };
+        if !msg.heartbeat_verifies(session.key()) {
+            self.counters.bad_datagrams += 1;
+            return;
+        }
+        let ip = flow.key.remote.ip();
+        let Some(peer) = self.peers.get_mut(&ip) else {
+            return;
+        };
+        if peer.on_beat(now, seq, echo, &self.timing) {
+            self.send_beat(now, ip);
+        }
+        self.evaluate(now, ip);
+    }
+
+    fn send_beat(&mut self, now: Instant, ip: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&ip) else {
+            return;
+        };
+        // Connections that ended are skipped; the peer is dropped when none is left.
+        while let Some((conn_id, seq, echo)) = peer.beat(now, &self.timing) {
+            let session = self
+                .by_conn
+                .get(&conn_id)
+                .and_then(|k| self.flows.get(k))
+                .and_then(|f| f.session.as_ref());
+            match session {
+                Some(s) => {
+                    let datagram = Message::heartbeat(s.key(), conn_id, seq, echo).encode();
+                    let to = SocketAddr::new(ip, self.cfg.peer_port);
+                    self.actions.push_back(Action::Send { to, datagram });
+                    return;
+                }
+                None => {
+                    peer.conns.remove(&conn_id);
+                }
+            }
+        }
+        self.peers.remove(&ip);
+    }
+
+    /// Moves the peer's connections between connected and suspended when its path changed.
+    fn evaluate(&mut self, now: Instant, ip: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&ip) else {
+            return;
+        };
+        let alive = peer.alive(now, &self.timing);
+        if alive == peer.up {
+            return;
+        }
+        peer.up = alive;
+        let conns: Vec<ConnId> = peer.conns.iter().copied().collect();
+        if alive {
+            tracing::info!(peer = %ip, "path to peer is back");
+        } else {
+            tracing::warn!(peer = %ip, "path to peer failed");
+            // Probe at the fast rate from now on.
+            peer.next_beat = now;
+        }
+        for id in conns {
+            let Some(&key) = self.by_conn.get(&id) else {
+                continue;
+            };
+            if alive {
+                self.resume(now, key);
+            } else {
+                self.suspend(now, key);
+            }
+        }
+    }
+
+    // ----- suspension --------------------------------------------------------------------
+
+    fn suspend(&mut self, now: Instant, key: FlowKey) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        if flow.state != State::Connected {
+            return;
+        }
+        flow.set_state(State::Suspended { since: now }, now);
+        flow.hold = None;
+        self.counters.suspensions += 1;
+        // Queue first, then read the socket: nothing can slip between the two.
+        self.actions.push_back(Action::Queue { key, on: true });
+        self.actions.push_back(Action::ReadSocket { key });
+    }
+
+    fn resume(&mut self, now: Instant, key: FlowKey) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        if !flow.is_suspended() || flow.pinned {
+            return;
+        }
+        flow.set_state(State::Connected, now);
+        flow.reconnects += 1;
+        self.counters.resumptions += 1;
+        if let Some(hold) = flow.hold.take() {
+            self.actions
+                .extend(hold.release().into_iter().map(Action::Inject));
+        }
+        self.actions.push_back(Action::Queue { key, on: false });
+    }
+
+    /// The local socket's entry in the kernel's table (`None`: it is gone), as asked for by
+    /// [`Action::ReadSocket`].
+    pub fn on_socket(&mut self, now: Instant, key: FlowKey, counters: Option<SocketCounters>) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let Some(c) = counters else {
+            self.close(key);
+            return;
+        };
+        flow.bytes_sent = c.bytes_sent;
+        flow.bytes_received = c.bytes_received;
+        if !flow.is_suspended() || flow.hold.is_some() {
+            return;
+        }
+        let (Some(isn_local), Some(isn_peer)) = (flow.isn_local, flow.isn_peer) else {
+            return;
+        };
+        let seq = SeqState::derive(flow.role, isn_local, isn_peer, &c);
+        let hold = Hold::new(key, seq, &c);
+        self.actions.push_back(Action::Inject(hold.start()));
+        tracing::debug!(flow = %key, ?seq, "holding the socket");
+        flow.hold = Some(hold);
+        let _ = now;
+    }
+
+    /// A queued packet of a flow other than a SYN.
+    pub fn on_segment(
+        &mut self,
+        now: Instant,
+        dir: Dir,
+        key: FlowKey,
+        seg: &SegmentSeen,
+    ) -> SegmentVerdict {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return SegmentVerdict::Accept;
+        };
+        let Some(hold) = flow.hold.as_mut() else {
+            // Connected again (the queue set lags by a moment), or the hold is being set up.
+            return if flow.is_suspended() {
+                SegmentVerdict::Drop
+            } else {
+                SegmentVerdict::Accept
+            };
+        };
+        if dir == Dir::Out && seg.flags.rst() {
+            // The application aborted: its reset travels, and the connection is over.
+            self.close(key);
+            return SegmentVerdict::Accept;
+        }
+        let answer = match dir {
+            Dir::Out => hold.on_local(now, seg),
+            Dir::In => hold.on_remote(now, seg),
+        };
+        self.actions.extend(answer.map(Action::Inject));
+        SegmentVerdict::Drop
+    }
+
+    /// Suspends a connected connection on an operator's request, until [`Engine::resume_by_id`].
+    pub fn suspend_by_id(&mut self, now: Instant, id: &str) -> Result<(), CommandError> {
+        let key = self.key_by_id(id)?;
+        let flow = self.flows.get_mut(&key).expect("indexed flow exists");
+        match flow.state {
+            State::Connected => {}
+            State::Suspended { .. } => {
+                flow.pinned = true;
+                return Ok(());
+            }
+            ref s => {
+                return Err(CommandError::NotConnected {
+                    id: id.into(),
+                    state: s.name(),
+                })
+            }
+        }
+        flow.pinned = true;
+        self.suspend(now, key);
+        Ok(())
+    }
+
+    /// Ends a suspension made by command; the connection resumes when its path is up.
+    pub fn resume_by_id(&mut self, now: Instant, id: &str) -> Result<(), CommandError> {
+        let key = self.key_by_id(id)?;
+        let flow = self.flows.get_mut(&key).expect("indexed flow exists");
+        if !flow.pinned {
+            return Err(CommandError::NotPinned(id.into()));
+        }
+        flow.pinned = false;
+        let up = self.peers.get(&key.remote.ip()).is_some_and(|p| p.up);
+        if up {
+            self.resume(now, key);
+        }
+        Ok(())
+    }
+
+    fn key_by_id(&self, id: &str) -> Result<FlowKey, CommandError> {
+        u64::from_str_radix(id, 16)
+            .ok()
+            .and_then(|n| self.by_conn.get(&ConnId(n)))
+            .copied()
+            .filter(|k| self.flows.contains_key(k))
+            .ok_or_else(|| CommandError::UnknownId(id.into()))
+    }
+
+    // ----- bookkeeping -------------------------------------------------------------------
+
+    /// The kernel's socket table, looked up by flow key, read every second or so: flows whose
+    /// socket is gone are removed, and byte counters refreshed.
+    pub fn on_socket_table(
+        &mut self,
+        now: Instant,
+        mut lookup: impl FnMut(&FlowKey) -> Option<SocketCounters>,
+    ) {
+        let mut gone = Vec::new();
+        for (key, flow) in &mut self.flows {
+            match lookup(key) {
+                Some(c) => {
+                    flow.bytes_sent = c.bytes_sent;
+                    flow.bytes_received = c.bytes_received;
+                }
+                None if now.duration_since(flow.created) >= SOCKET_GRACE => gone.push(*key),
+                None => {}
+            }
+        }
+        for key in gone {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: FlowKey) {
+        if let Some(flow) = self.remove(&key) {
+            tracing::debug!(flow = %key, state = flow.state.name(), "closed");
+            self.counters.closed += 1;
+            if flow.is_suspended() {
+                self.actions.push_back(Action::Queue { key, on: false });
+            }
+        }
+    }
+
+    /// Expires whatever is due at `now`: heartbeats, `Init` retransmissions, negotiation and
+    /// reconnection deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.next_beat <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in due {
+            self.send_beat(now, ip);
+        }
+        let ips: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for ip in ips {
+            self.evaluate(now, ip);
+        }
+        if self.next_scan.is_none_or(|t| t <= now) {
+            self.scan(now);
+        }
+    }
+
+    fn scan(&mut self, now: Instant) {
+        let mut busy = false;
+        let mut expired = Vec::new();
+        let mut timed_out = Vec::new();
+        for (key, flow) in &mut self.flows {
+            match flow.state {
+                State::Negotiating { .. } => {
+                    busy = true;
+                    if flow.created + NEGOTIATE_TIMEOUT <= now {
+                        timed_out.push(*key);
+                        continue;
+                    }
+                    if let Init::Sent {
+                        frame,
+                        next_send,
+                        interval,
+                        ..
+                    } = &mut flow.init
+                    {
+                        if *next_send <= now {
+                            *interval = (*interval * 2).min(INIT_RETRY_MAX);
+                            *next_send = now + *interval;
+                            self.actions.push_back(Action::Send {
+                                to: SocketAddr::new(key.remote.ip(), self.cfg.peer_port),
+                                datagram: frame.clone(),
+                            });
+                        }
+                    }
+                }
+                State::Suspended { since } => {
+                    busy = true;
+                    if now.duration_since(since) >= self.cfg.reconnect_window {
+                        expired.push(*key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for key in timed_out {
+            self.counters.negotiation_timeouts += 1;
+            self.release(key);
+        }
+        for key in expired {
+            self.expire(key);
+        }
+        self.next_scan = Some(now + if busy { SCAN_BUSY } else { SCAN_IDLE });
+    }
+
+    /// The reconnection window passed: the local socket is reset like any failed connection.
+    fn expire(&mut self, key: FlowKey) {
+        if let Some(flow) = self.flows.get(&key) {
+            if let Some(hold) = &flow.hold {
+                self.actions.push_back(Action::Inject(hold.reset_local()));
+            }
+            tracing::warn!(flow = %key, "reconnection window expired: resetting");
+            self.counters.expired += 1;
+            self.close(key);
+        }
+    }
+
     /// The next instant at which [`Engine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _))| *at)
+        let beats = self.peers.values().map(|p| p.next_beat).min();
+        let scan = if self.flows.is_empty() {
+            None
+        } else {
+            self.next_scan
+        };
+        match (beats, scan) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
-    /// Number of flows per state, in [`State::NAMES`] order (released flows are not kept, so that
-    /// slot counts the total released so far).
+    /// Number of flows per state, in [`State::NAMES`] order (released and closed flows are not
+    /// kept, so those slots count the totals so far).
     pub fn state_counts(&self) -> [u64; 6] {
         let mut counts = [0u64; 6];
         for f in self.flows.values() {
@@ -265,13 +839,35 @@ impl Engine {
             counts[i] += 1;
         }
         counts[4] += self.counters.released;
+        counts[5] += self.counters.closed;
         counts
     }
 
     fn insert(&mut self, now: Instant, flow: Flow) {
-        self.deadlines
-            .push(Reverse((now + NEGOTIATE_TIMEOUT, flow.key)));
+        self.negotiating += 1;
+        if self.next_scan.is_none_or(|t| t > now + SCAN_BUSY) {
+            self.next_scan = Some(now + SCAN_BUSY);
+        }
         self.flows.insert(flow.key, flow);
+    }
+
+    fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
+        let flow = self.flows.remove(key)?;
+        if matches!(flow.state, State::Negotiating { .. }) {
+            self.negotiating -= 1;
+        }
+        if let Some(id) = flow.conn_id() {
+            if self.by_conn.get(&id) == Some(key) {
+                self.by_conn.remove(&id);
+            }
+            if let Some(peer) = self.peers.get_mut(&key.remote.ip()) {
+                peer.conns.remove(&id);
+                if peer.conns.is_empty() {
+                    self.peers.remove(&key.remote.ip());
+                }
+            }
+        }
+        Some(flow)
     }
 }
 

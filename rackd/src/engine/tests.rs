@@ -1,6 +1,11 @@
-//! Negotiation between two engines, one per host, with the wire in between simulated by hand.
+//! Two engines, one per host, with the wire between them simulated by hand.
 
 use super::*;
+use edp::crypto::DeterministicEntropy;
+use tcpseq::{Flags, TcpIpPacket};
+
+const CLIENT_ISN: SeqNum = SeqNum(1_000);
+const SERVER_ISN: SeqNum = SeqNum(u32::MAX - 10); // wraps during the test
 
 fn key_at_client() -> FlowKey {
     FlowKey {
@@ -16,12 +21,26 @@ fn key_at_server() -> FlowKey {
     }
 }
 
-fn syn(dir: Dir, key: FlowKey, ack: bool, hello: Option<u32>) -> SynSeen {
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        heartbeat_interval: Duration::from_millis(250),
+        detect_after: Duration::from_millis(1500),
+        reconnect_window: Duration::from_secs(600),
+        peer_port: 7113,
+    }
+}
+
+fn engine(seed: u64) -> Engine {
+    Engine::new(seed, Box::new(DeterministicEntropy::new(seed)), cfg())
+}
+
+fn syn(dir: Dir, key: FlowKey, ack: bool, hello: Option<u32>, seq: SeqNum) -> SynSeen {
     SynSeen {
         dir,
         key,
         ack,
         hello,
+        seq,
     }
 }
 
@@ -36,156 +55,304 @@ fn drain(e: &mut Engine) -> Vec<Action> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
-/// Runs a handshake between a client host and a server host; `strip` removes the option on the
-/// path, `server_has_rackd` says whether the server host runs an engine at all.
-fn handshake(strip: bool, server_has_rackd: bool) -> (Engine, Engine, Instant) {
-    let now = Instant::now();
-    let (mut c, mut s) = (Engine::new(1), Engine::new(2));
-    let wire = |h: Option<u32>| if strip { None } else { h };
-    let h_syn = wire(hello_of(
-        c.on_syn(now, syn(Dir::Out, key_at_client(), false, None)),
-    ));
-    let h_syn_ack = if server_has_rackd {
-        assert_eq!(
-            s.on_syn(now, syn(Dir::In, key_at_server(), false, h_syn)),
-            SynVerdict::Pass
+/// Client and server hosts, a clock, and a path that can be cut per direction.
+struct Net {
+    c: Engine,
+    s: Engine,
+    now: Instant,
+    c_to_s: bool,
+    s_to_c: bool,
+    /// Non-datagram actions seen on each host since the last `take`.
+    c_out: Vec<Action>,
+    s_out: Vec<Action>,
+}
+
+impl Net {
+    fn new() -> Self {
+        Net {
+            c: engine(1),
+            s: engine(2),
+            now: Instant::now(),
+            c_to_s: true,
+            s_to_c: true,
+            c_out: Vec::new(),
+            s_out: Vec::new(),
+        }
+    }
+
+    /// SYN and SYN-ACK through both engines; `strip` removes the option on the path.
+    fn handshake(&mut self, strip: bool, server_has_rackd: bool) {
+        let now = self.now;
+        let wire = |h: Option<u32>| if strip { None } else { h };
+        let h_syn = wire(hello_of(
+            self.c
+                .on_syn(now, syn(Dir::Out, key_at_client(), false, None, CLIENT_ISN)),
+        ));
+        let h_syn_ack = if server_has_rackd {
+            let v = self
+                .s
+                .on_syn(now, syn(Dir::In, key_at_server(), false, h_syn, CLIENT_ISN));
+            assert_eq!(v, SynVerdict::Pass);
+            wire(hello_of(self.s.on_syn(
+                now,
+                syn(Dir::Out, key_at_server(), true, None, SERVER_ISN),
+            )))
+        } else {
+            None
+        };
+        self.c.on_syn(
+            now,
+            syn(Dir::In, key_at_client(), true, h_syn_ack, SERVER_ISN),
         );
-        wire(hello_of(
-            s.on_syn(now, syn(Dir::Out, key_at_server(), true, None)),
-        ))
-    } else {
-        None
-    };
-    c.on_syn(now, syn(Dir::In, key_at_client(), true, h_syn_ack));
-    (c, s, now)
+    }
+
+    /// Delivers datagrams back and forth until both engines are quiet.
+    fn settle(&mut self) {
+        loop {
+            let from_c = drain(&mut self.c);
+            let from_s = drain(&mut self.s);
+            if from_c.is_empty() && from_s.is_empty() {
+                return;
+            }
+            for a in from_c {
+                match a {
+                    Action::Send { to, datagram } => {
+                        assert_eq!(to, SocketAddr::new(key_at_client().remote.ip(), 7113));
+                        if self.c_to_s {
+                            let from = SocketAddr::new(key_at_client().local.ip(), 7113);
+                            self.s.on_datagram(self.now, from, &datagram);
+                        }
+                    }
+                    other => self.c_out.push(other),
+                }
+            }
+            for a in from_s {
+                match a {
+                    Action::Send { to, datagram } => {
+                        assert_eq!(to, SocketAddr::new(key_at_server().remote.ip(), 7113));
+                        if self.s_to_c {
+                            let from = SocketAddr::new(key_at_server().local.ip(), 7113);
+                            self.c.on_datagram(self.now, from, &datagram);
+                        }
+                    }
+                    other => self.s_out.push(other),
+                }
+            }
+        }
+    }
+
+    /// Advances time in small steps, running timers and delivering datagrams.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(10);
+            self.c.handle_timeout(self.now);
+            self.s.handle_timeout(self.now);
+            self.settle();
+        }
+    }
+
+    fn connected() -> Net {
+        let mut net = Net::new();
+        net.handshake(false, true);
+        net.settle();
+        net
+    }
+
+    fn state(&self, server: bool) -> &'static str {
+        let (e, k) = if server {
+            (&self.s, key_at_server())
+        } else {
+            (&self.c, key_at_client())
+        };
+        e.flow(&k).map_or("gone", |f| f.state.name())
+    }
+}
+
+fn state_of(e: &Engine, k: FlowKey) -> &'static str {
+    e.flow(&k).map_or("gone", |f| f.state.name())
+}
+
+// ----- negotiation and initialisation ------------------------------------------------------
+
+#[test]
+fn both_ends_with_rackd_initialise_and_agree_on_id_and_key() {
+    let net = Net::connected();
+    let (cf, sf) = (
+        net.c.flow(&key_at_client()).unwrap(),
+        net.s.flow(&key_at_server()).unwrap(),
+    );
+    assert_eq!(
+        (cf.state.name(), sf.state.name()),
+        ("connected", "connected")
+    );
+    assert_eq!(cf.id_hex(), sf.id_hex());
+    assert_eq!(cf.conn_id(), sf.conn_id());
+    assert_eq!(
+        cf.session.as_ref().unwrap().key_id(),
+        sf.session.as_ref().unwrap().key_id()
+    );
+    assert_eq!(cf.isn_local, Some(CLIENT_ISN));
+    assert_eq!(cf.isn_peer, Some(SERVER_ISN));
+    assert_eq!(sf.isn_local, Some(SERVER_ISN));
+    assert_eq!(sf.isn_peer, Some(CLIENT_ISN));
 }
 
 #[test]
-fn both_ends_with_rackd_initialise_with_each_others_tokens() {
-    let (mut c, mut s, now) = handshake(false, true);
-    let ca = drain(&mut c);
-    let sa = drain(&mut s);
-    let [Action::Initialise {
-        role: Role::Client,
-        token_local: c_local,
-        token_peer: c_peer,
-        ..
-    }] = ca[..]
-    else {
-        panic!("client actions {ca:?}")
-    };
-    let [Action::Initialise {
-        role: Role::Server,
-        token_local: s_local,
-        token_peer: s_peer,
-        ..
-    }] = sa[..]
-    else {
-        panic!("server actions {sa:?}")
-    };
-    assert_eq!((c_local, c_peer), (s_peer, s_local));
-    assert!(c.initialised(now, &key_at_client()));
-    assert!(s.initialised(now, &key_at_server()));
-    assert_eq!(c.flow(&key_at_client()).unwrap().state, State::Connected);
-    assert_eq!(s.flow(&key_at_server()).unwrap().state, State::Connected);
+fn lost_init_is_resent_and_lost_init_ack_is_answered_again() {
+    let mut net = Net::new();
+    net.handshake(false, true);
+    net.c_to_s = false;
+    net.settle();
+    net.run_for(Duration::from_millis(150));
+    assert_eq!(net.state(false), "negotiating");
+    // Init gets through, InitAck does not.
+    net.c_to_s = true;
+    net.s_to_c = false;
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("negotiating", "connected")
+    );
+    // The server answers the repeated Init with the same InitAck.
+    net.s_to_c = true;
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("connected", "connected")
+    );
+    assert_eq!(
+        net.c
+            .flow(&key_at_client())
+            .unwrap()
+            .session
+            .as_ref()
+            .unwrap()
+            .key_id(),
+        net.s
+            .flow(&key_at_server())
+            .unwrap()
+            .session
+            .as_ref()
+            .unwrap()
+            .key_id()
+    );
 }
 
 #[test]
 fn peer_without_rackd_is_released_and_forgotten() {
-    let (mut c, _s, _) = handshake(false, false);
+    let mut net = Net::new();
+    net.handshake(false, false);
     assert_eq!(
-        drain(&mut c),
+        drain(&mut net.c),
         [Action::Released {
             key: key_at_client()
         }]
     );
-    assert!(c.flow(&key_at_client()).is_none());
-    assert_eq!(c.counters.released, 1);
-    assert_eq!(c.state_counts()[4], 1);
+    assert!(net.c.flow(&key_at_client()).is_none());
+    assert_eq!(net.c.counters.released, 1);
+    assert_eq!(net.c.state_counts()[4], 1);
 }
 
 #[test]
-fn stripped_option_releases_the_client_and_leaves_no_server_state() {
-    let (mut c, mut s, _) = handshake(true, true);
+fn stripped_option_releases_the_client_and_the_server_gives_up_later() {
+    let mut net = Net::new();
+    net.handshake(true, true);
     assert_eq!(
-        drain(&mut c),
+        drain(&mut net.c),
         [Action::Released {
             key: key_at_client()
         }]
     );
-    assert!(drain(&mut s).is_empty());
-    assert_eq!(s.flows().count(), 0);
+    assert!(drain(&mut net.s).is_empty());
+    assert_eq!(net.s.flows().count(), 0);
 }
 
 #[test]
 fn retransmitted_syn_reuses_the_token() {
     let now = Instant::now();
-    let mut c = Engine::new(7);
-    let a = c.on_syn(now, syn(Dir::Out, key_at_client(), false, None));
-    let b = c.on_syn(
-        now + Duration::from_secs(1),
-        syn(Dir::Out, key_at_client(), false, None),
-    );
+    let mut c = engine(7);
+    let s1 = syn(Dir::Out, key_at_client(), false, None, CLIENT_ISN);
+    let a = c.on_syn(now, s1);
+    let b = c.on_syn(now + Duration::from_secs(1), s1);
     assert_eq!(a, b);
     assert_eq!(c.flows().count(), 1);
 }
 
 #[test]
-fn server_syn_retransmission_is_idempotent_and_new_token_restarts() {
+fn server_syn_with_a_new_token_restarts_negotiation() {
     let now = Instant::now();
-    let mut s = Engine::new(3);
-    s.on_syn(now, syn(Dir::In, key_at_server(), false, Some(11)));
-    s.on_syn(now, syn(Dir::In, key_at_server(), false, Some(11)));
-    assert_eq!(drain(&mut s).len(), 1);
-    s.on_syn(now, syn(Dir::In, key_at_server(), false, Some(12)));
-    let acts = drain(&mut s);
-    assert!(
-        matches!(acts[..], [Action::Initialise { token_peer: 12, .. }]),
-        "{acts:?}"
+    let mut s = engine(3);
+    s.on_syn(
+        now,
+        syn(Dir::In, key_at_server(), false, Some(11), CLIENT_ISN),
     );
+    let first = s.flow(&key_at_server()).unwrap().id_hex();
+    s.on_syn(
+        now,
+        syn(Dir::In, key_at_server(), false, Some(11), CLIENT_ISN),
+    );
+    assert_eq!(s.flow(&key_at_server()).unwrap().id_hex(), first);
+    s.on_syn(
+        now,
+        syn(Dir::In, key_at_server(), false, Some(12), CLIENT_ISN),
+    );
+    let second = s.flow(&key_at_server()).unwrap().id_hex();
+    assert!(second.starts_with("0000000c"), "{second}");
+    assert_eq!(s.flows().count(), 1);
 }
 
 #[test]
 fn syn_without_option_creates_no_server_state_and_syn_ack_passes() {
     let now = Instant::now();
-    let mut s = Engine::new(3);
-    assert_eq!(
-        s.on_syn(now, syn(Dir::In, key_at_server(), false, None)),
-        SynVerdict::Pass
-    );
-    assert_eq!(
-        s.on_syn(now, syn(Dir::Out, key_at_server(), true, None)),
-        SynVerdict::Pass
-    );
+    let mut s = engine(3);
+    let v = s.on_syn(now, syn(Dir::In, key_at_server(), false, None, CLIENT_ISN));
+    assert_eq!(v, SynVerdict::Pass);
+    let v = s.on_syn(now, syn(Dir::Out, key_at_server(), true, None, SERVER_ISN));
+    assert_eq!(v, SynVerdict::Pass);
     assert_eq!(s.flows().count(), 0);
 }
 
 #[test]
-fn unsolicited_syn_ack_is_ignored() {
+fn unsolicited_syn_ack_and_unknown_datagrams_are_ignored() {
     let now = Instant::now();
-    let mut c = Engine::new(3);
-    c.on_syn(now, syn(Dir::In, key_at_client(), true, Some(5)));
+    let mut c = engine(3);
+    c.on_syn(
+        now,
+        syn(Dir::In, key_at_client(), true, Some(5), SERVER_ISN),
+    );
     assert_eq!(c.flows().count(), 0);
+    let from = "203.0.113.2:7113".parse().unwrap();
+    c.on_datagram(now, from, b"garbage");
+    c.on_datagram(now, from, &[0, 2, 1, 6]);
+    let stray = Message::heartbeat(
+        &edp::crypto::SecretKey::from_bytes([1; 32]),
+        ConnId(42),
+        1,
+        0,
+    );
+    c.on_datagram(now, from, &stray.encode());
     assert!(drain(&mut c).is_empty());
+    assert_eq!(c.counters.bad_datagrams, 2);
 }
 
 #[test]
 fn stray_syn_does_not_disturb_a_connected_flow() {
-    let (_c, mut s, now) = handshake(false, true);
-    drain(&mut s);
-    assert!(s.initialised(now, &key_at_server()));
-    s.on_syn(now, syn(Dir::In, key_at_server(), false, Some(99)));
-    assert_eq!(s.flow(&key_at_server()).unwrap().state, State::Connected);
-    assert!(drain(&mut s).is_empty());
+    let mut net = Net::connected();
+    let now = net.now;
+    net.s.on_syn(
+        now,
+        syn(Dir::In, key_at_server(), false, Some(99), CLIENT_ISN),
+    );
+    assert_eq!(net.state(true), "connected");
 }
 
 #[test]
 fn negotiation_times_out_into_release() {
     let now = Instant::now();
-    let mut c = Engine::new(1);
-    c.on_syn(now, syn(Dir::Out, key_at_client(), false, None));
-    assert_eq!(c.poll_timeout(), Some(now + NEGOTIATE_TIMEOUT));
-    c.handle_timeout(now + NEGOTIATE_TIMEOUT - Duration::from_millis(1));
+    let mut c = engine(1);
+    c.on_syn(now, syn(Dir::Out, key_at_client(), false, None, CLIENT_ISN));
+    c.handle_timeout(now + NEGOTIATE_TIMEOUT - Duration::from_millis(200));
     assert_eq!(c.flows().count(), 1);
     c.handle_timeout(now + NEGOTIATE_TIMEOUT);
     assert_eq!(c.flows().count(), 0);
@@ -200,29 +367,415 @@ fn negotiation_times_out_into_release() {
 }
 
 #[test]
-fn connected_flow_is_not_expired_by_its_old_deadline() {
-    let (mut c, _s, now) = handshake(false, true);
-    drain(&mut c);
-    c.initialised(now, &key_at_client());
-    c.handle_timeout(now + NEGOTIATE_TIMEOUT * 2);
-    assert_eq!(c.flow(&key_at_client()).unwrap().state, State::Connected);
-}
-
-#[test]
 fn many_short_negotiations_leave_nothing_behind() {
     let now = Instant::now();
-    let mut c = Engine::new(1);
+    let mut c = engine(1);
     for port in 0..100_000u32 {
         let mut key = key_at_client();
         key.local.set_port(1024 + (port % 60_000) as u16);
         key.remote.set_port(5000 + (port / 60_000) as u16);
-        c.on_syn(now, syn(Dir::Out, key, false, None));
-        c.on_syn(now, syn(Dir::In, key, true, None));
+        c.on_syn(now, syn(Dir::Out, key, false, None, CLIENT_ISN));
+        c.on_syn(now, syn(Dir::In, key, true, None, SERVER_ISN));
     }
     assert_eq!(c.flows().count(), 0);
     assert_eq!(c.counters.released, 100_000);
     c.handle_timeout(now + NEGOTIATE_TIMEOUT);
     assert_eq!(c.poll_timeout(), None);
+    assert!(c.by_conn.is_empty());
+    assert_eq!(c.negotiating, 0);
+}
+
+#[test]
+fn a_syn_flood_is_bounded() {
+    let now = Instant::now();
+    let mut s = engine(1);
+    for i in 0..(MAX_NEGOTIATING as u32 + 1000) {
+        let mut key = key_at_server();
+        key.remote = SocketAddr::new(
+            std::net::Ipv4Addr::from(0xCB00_7100 + (i >> 16)).into(),
+            i as u16,
+        );
+        s.on_syn(now, syn(Dir::In, key, false, Some(i), CLIENT_ISN));
+    }
+    assert_eq!(s.flows().count(), MAX_NEGOTIATING);
+    assert_eq!(s.counters.not_offered, 1000);
+    s.handle_timeout(now + NEGOTIATE_TIMEOUT);
+    assert_eq!(s.flows().count(), 0);
+    assert!(s.by_conn.is_empty());
+}
+
+#[test]
+fn closed_sockets_are_removed_after_the_grace_period() {
+    let mut net = Net::connected();
+    let t0 = net.now;
+    net.c.on_socket_table(t0, |_| None);
+    assert_eq!(net.state(false), "connected", "too young to judge");
+    let alive = SocketCounters {
+        bytes_sent: 5,
+        ..SocketCounters::default()
+    };
+    net.c.on_socket_table(t0 + SOCKET_GRACE, |_| Some(alive));
+    assert_eq!(net.c.flow(&key_at_client()).unwrap().bytes_sent, 5);
+    net.c.on_socket_table(t0 + SOCKET_GRACE, |_| None);
+    assert_eq!(net.state(false), "gone");
+    assert_eq!(net.c.counters.closed, 1);
+    assert!(net.c.peers.is_empty() && net.c.by_conn.is_empty());
+}
+
+// ----- heartbeats and suspension -----------------------------------------------------------
+
+#[test]
+fn heartbeats_keep_a_healthy_connection_connected() {
+    let mut net = Net::connected();
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("connected", "connected")
+    );
+    assert!(net.c_out.is_empty(), "{:?}", net.c_out);
+}
+
+#[test]
+fn a_cut_path_is_detected_within_the_detection_time_on_both_ends() {
+    let mut net = Net::connected();
+    net.run_for(Duration::from_secs(1));
+    net.c_to_s = false;
+    net.s_to_c = false;
+    // Silence is counted from the last beat heard, which may be an interval or two old.
+    net.run_for(Duration::from_millis(900));
+    assert_eq!(net.state(false), "connected");
+    net.run_for(Duration::from_millis(610));
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("suspended", "suspended")
+    );
+    let expected = |k| {
+        vec![
+            Action::Queue { key: k, on: true },
+            Action::ReadSocket { key: k },
+        ]
+    };
+    assert_eq!(net.c_out, expected(key_at_client()));
+    assert_eq!(net.s_out, expected(key_at_server()));
+}
+
+#[test]
+fn a_one_way_failure_suspends_both_ends() {
+    for client_to_server_works in [true, false] {
+        let mut net = Net::connected();
+        net.run_for(Duration::from_secs(1));
+        net.c_to_s = client_to_server_works;
+        net.s_to_c = !client_to_server_works;
+        net.run_for(Duration::from_secs(2));
+        assert_eq!(
+            (net.state(false), net.state(true)),
+            ("suspended", "suspended"),
+            "client to server works: {client_to_server_works}"
+        );
+    }
+}
+
+#[test]
+fn forged_heartbeats_do_not_keep_a_dead_path_alive() {
+    let mut net = Net::connected();
+    net.c_to_s = false;
+    net.s_to_c = false;
+    let id = net.c.flow(&key_at_client()).unwrap().conn_id().unwrap();
+    let forger = edp::crypto::SecretKey::from_bytes([9; 32]);
+    for seq in 1..200 {
+        net.run_for(Duration::from_millis(10));
+        let beat = Message::heartbeat(&forger, id, 1_000 + seq, 1_000 + seq).encode();
+        net.c
+            .on_datagram(net.now, "198.51.100.2:7113".parse().unwrap(), &beat);
+    }
+    assert_eq!(net.state(false), "suspended");
+    assert!(net.c.counters.bad_datagrams >= 100);
+}
+
+/// The start of a hold on the client: the socket's counters in, the first zero-window ACK out.
+fn hold_client(net: &mut Net, c: SocketCounters) -> (SeqNum, SeqNum) {
+    net.c_out.clear();
+    net.c.on_socket(net.now, key_at_client(), Some(c));
+    let [Action::Inject(zw)] = &drain(&mut net.c)[..] else {
+        panic!("expected one injected packet")
+    };
+    let p = TcpIpPacket::new_checked(&zw[..]).unwrap();
+    assert_eq!(
+        (p.src(), p.dst()),
+        (key_at_client().remote, key_at_client().local)
+    );
+    let rcv_nxt = SERVER_ISN + 1 + c.bytes_received as u32;
+    let snd_una = CLIENT_ISN + c.bytes_acked as u32;
+    assert_eq!(parse(zw), (rcv_nxt, snd_una, 0, None));
+    (snd_una, rcv_nxt)
+}
+
+fn dupack(seq: SeqNum, ack: SeqNum, ts: (u32, u32)) -> SegmentSeen {
+    SegmentSeen {
+        seq,
+        ack,
+        flags: Flags::ACK,
+        window: 512,
+        timestamps: Some(ts),
+        payload_len: 0,
+    }
+}
+
+fn parse(pkt: &[u8]) -> (SeqNum, SeqNum, u16, Option<(u32, u32)>) {
+    let p = TcpIpPacket::new_checked(pkt).unwrap();
+    assert!(p.checksums_ok());
+    let ts = p.tcp_options().map_while(Result::ok).find_map(|o| match o {
+        tcpseq::TcpOption::Timestamps { tsval, tsecr } => Some((tsval, tsecr)),
+        _ => None,
+    });
+    (p.tcp().seq(), p.tcp().ack(), p.tcp().window(), ts)
+}
+
+#[test]
+fn suspension_answers_the_socket_with_exact_zero_window_acks_and_resumes() {
+    let mut net = Net::connected();
+    net.c_to_s = false;
+    net.s_to_c = false;
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.state(false), "suspended");
+    let counters = SocketCounters {
+        bytes_acked: 70_001,
+        bytes_received: 5_000,
+        bytes_sent: 90_000,
+        snd_wnd: 3 << 20,
+        snd_wscale: 7,
+        timestamps: true,
+        ..SocketCounters::default()
+    };
+    let (snd_una, rcv_nxt) = hold_client(&mut net, counters);
+    // The socket's next packet reveals its timestamps; the answer carries them back.
+    let now = net.now;
+    let v = net.c.on_segment(
+        now,
+        Dir::Out,
+        key_at_client(),
+        &dupack(CLIENT_ISN + 90_001, rcv_nxt, (555, 777)),
+    );
+    assert_eq!(v, SegmentVerdict::Drop);
+    let [Action::Inject(zw)] = &drain(&mut net.c)[..] else {
+        panic!()
+    };
+    assert_eq!(parse(zw), (rcv_nxt, snd_una, 0, Some((777, 555))));
+    // A retransmission 10 s later is answered the same way (the socket never times out).
+    net.run_for(Duration::from_secs(10));
+    let retransmission = SegmentSeen {
+        seq: snd_una,
+        payload_len: 1000,
+        ..dupack(snd_una, rcv_nxt, (9_555, 777))
+    };
+    let v = net
+        .c
+        .on_segment(net.now, Dir::Out, key_at_client(), &retransmission);
+    assert_eq!(v, SegmentVerdict::Drop);
+    let injected: Vec<_> = drain(&mut net.c)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Inject(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(injected.len(), 1);
+    assert_eq!(
+        parse(&injected[0]),
+        (rcv_nxt, snd_una, 0, Some((777, 9_555)))
+    );
+    // The path returns: both ends resume within a few hundred milliseconds.
+    net.c_to_s = true;
+    net.s_to_c = true;
+    net.c_out.clear();
+    let back = net.now;
+    while net.state(false) != "connected" || net.state(true) != "connected" {
+        net.run_for(Duration::from_millis(10));
+        assert!(net.now - back < Duration::from_millis(300), "slow resume");
+    }
+    let update = net
+        .c_out
+        .iter()
+        .find_map(|a| match a {
+            Action::Inject(p) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("window update");
+    assert_eq!(
+        parse(&update),
+        (
+            rcv_nxt,
+            snd_una,
+            ((3 << 20) >> 7) as u16,
+            Some((777, 9_555))
+        )
+    );
+    assert!(net.c_out.contains(&Action::Queue {
+        key: key_at_client(),
+        on: false
+    }));
+    assert_eq!(net.c.flow(&key_at_client()).unwrap().reconnects, 1);
+    // After resuming, the flow's packets are not rackd's business.
+    let v = net
+        .c
+        .on_segment(net.now, Dir::Out, key_at_client(), &retransmission);
+    assert_eq!(v, SegmentVerdict::Accept);
+}
+
+#[test]
+fn server_sequence_state_counts_no_syn_in_bytes_acked() {
+    let c = SocketCounters {
+        bytes_acked: 10,
+        bytes_received: 20,
+        fin_received: true,
+        ..SocketCounters::default()
+    };
+    let s = SeqState::derive(Role::Server, SERVER_ISN, CLIENT_ISN, &c);
+    assert_eq!(s.snd_una, SERVER_ISN + 11);
+    assert_eq!(s.rcv_nxt, CLIENT_ISN + 22);
+    let s = SeqState::derive(Role::Client, CLIENT_ISN, SERVER_ISN, &c);
+    assert_eq!(s.snd_una, CLIENT_ISN + 10);
+    assert_eq!(s.rcv_nxt, SERVER_ISN + 22);
+}
+
+#[test]
+fn peer_packets_during_a_suspension_are_answered_for_the_local_socket() {
+    let mut net = Net::connected();
+    let id = net.c.flow(&key_at_client()).unwrap().id_hex();
+    net.c.suspend_by_id(net.now, &id).unwrap();
+    net.settle();
+    let counters = SocketCounters {
+        bytes_acked: 1,
+        bytes_received: 0,
+        snd_wnd: 65535,
+        timestamps: true,
+        ..SocketCounters::default()
+    };
+    let (snd_una, rcv_nxt) = hold_client(&mut net, counters);
+    // The local socket reveals its clock, then the peer sends data.
+    net.c.on_segment(
+        net.now,
+        Dir::Out,
+        key_at_client(),
+        &dupack(snd_una, rcv_nxt, (100, 200)),
+    );
+    drain(&mut net.c);
+    let data = SegmentSeen {
+        seq: rcv_nxt,
+        ack: snd_una,
+        flags: Flags::ACK,
+        window: 1000,
+        timestamps: Some((201, 100)),
+        payload_len: 1448,
+    };
+    let v = net.c.on_segment(net.now, Dir::In, key_at_client(), &data);
+    assert_eq!(v, SegmentVerdict::Drop, "the local socket must not see it");
+    let [Action::Inject(answer)] = &drain(&mut net.c)[..] else {
+        panic!()
+    };
+    let p = TcpIpPacket::new_checked(&answer[..]).unwrap();
+    assert_eq!(
+        (p.src(), p.dst()),
+        (key_at_client().local, key_at_client().remote)
+    );
+    assert_eq!(parse(answer), (snd_una, rcv_nxt, 0, Some((100, 201))));
+    // Heartbeats are fine, but a pinned connection stays suspended until resumed by command.
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(net.state(false), "suspended");
+    net.c_out.clear();
+    net.c.resume_by_id(net.now, &id).unwrap();
+    net.settle();
+    assert_eq!(net.state(false), "connected");
+    let updates: Vec<_> = net
+        .c_out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Inject(p) => Some(parse(p)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            (rcv_nxt, snd_una, u16::MAX, Some((200, 100))),
+            (snd_una, rcv_nxt, 512, Some((100, 201))),
+        ],
+        "window updates to the local socket and to the peer"
+    );
+}
+
+#[test]
+fn commands_name_what_is_wrong() {
+    let mut net = Net::connected();
+    let now = net.now;
+    assert_eq!(
+        net.c.suspend_by_id(now, "nothex"),
+        Err(CommandError::UnknownId("nothex".into()))
+    );
+    assert!(matches!(
+        net.c.suspend_by_id(now, "00000000000000ff"),
+        Err(CommandError::UnknownId(_))
+    ));
+    let id = net.c.flow(&key_at_client()).unwrap().id_hex();
+    assert_eq!(
+        net.c.resume_by_id(now, &id),
+        Err(CommandError::NotPinned(id.clone()))
+    );
+    assert_eq!(net.c.suspend_by_id(now, &id), Ok(()));
+    assert_eq!(state_of(&net.c, key_at_client()), "suspended");
+}
+
+#[test]
+fn an_application_reset_during_suspension_ends_the_flow() {
+    let mut net = Net::connected();
+    net.c_to_s = false;
+    net.s_to_c = false;
+    net.run_for(Duration::from_secs(2));
+    hold_client(
+        &mut net,
+        SocketCounters {
+            timestamps: true,
+            ..SocketCounters::default()
+        },
+    );
+    let rst = SegmentSeen {
+        flags: Flags::RST,
+        ..dupack(CLIENT_ISN, SERVER_ISN, (1, 1))
+    };
+    let v = net.c.on_segment(net.now, Dir::Out, key_at_client(), &rst);
+    assert_eq!(v, SegmentVerdict::Accept);
+    assert_eq!(net.state(false), "gone");
+}
+
+#[test]
+fn the_reconnection_window_expires_into_a_reset() {
+    let mut net = Net::connected();
+    net.c_to_s = false;
+    net.s_to_c = false;
+    net.run_for(Duration::from_secs(2));
+    let (_, rcv_nxt) = hold_client(
+        &mut net,
+        SocketCounters {
+            timestamps: true,
+            ..SocketCounters::default()
+        },
+    );
+    net.c_out.clear();
+    net.run_for(cfg().reconnect_window);
+    assert_eq!(net.state(false), "gone");
+    let rst = net
+        .c_out
+        .iter()
+        .find_map(|a| match a {
+            Action::Inject(p) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("a reset");
+    let p = TcpIpPacket::new_checked(&rst[..]).unwrap();
+    assert!(p.tcp().flags().rst());
+    assert_eq!(p.tcp().seq(), rcv_nxt);
+    assert_eq!(p.dst(), key_at_client().local);
+    assert_eq!(net.c.counters.expired, 1);
 }
 
 #[test]
