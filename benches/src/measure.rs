@@ -1,0 +1,410 @@
+//! The measurements: each runs traffic programs in one scenario and records samples.
+
+use std::time::Duration;
+
+use rackctl::proto::{ConnState, ConnectionStatus};
+
+use crate::daemon::{is_failure_noticed, is_negotiating, Daemon};
+use crate::metrics::Mode;
+use crate::peer::client::echo_times;
+use crate::peer::{
+    monotonic_ns, BulkResult, ConnectResult, Direction, HoldResult, PingResult, LOCAL_LINE,
+};
+use crate::plan::Plan;
+use crate::samples::Samples;
+use crate::scenario::{parse_json_line, poll, Scenario, SERVICE_PORT};
+use crate::{Error, Result};
+
+/// Time limit of one traffic program run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the probe may take to see its first echo.
+const FIRST_ECHO: Duration = Duration::from_secs(5);
+/// How long data may take to flow again after the path is restored before the run fails.
+const FLOW_LIMIT: Duration = Duration::from_secs(30);
+/// How long a managed connection may take to reach `connected` in the daemon's status.
+const CONNECTED_LIMIT: Duration = Duration::from_secs(3);
+/// Idle connections: ports of the servers holding them, one per repetition.
+const IDLE_PORT: u16 = 6000;
+/// How long the daemons get to take in all idle connections.
+const IDLE_LISTED_LIMIT: Duration = Duration::from_secs(60);
+/// Pause before reading memory once the idle connections are in place.
+const IDLE_SETTLE: Duration = Duration::from_millis(500);
+/// The bulk transfers of one repetition: flows and direction.
+const BULK_RUNS: [(u32, Direction); 4] = [
+    (1, Direction::Up),
+    (1, Direction::Down),
+    (8, Direction::Up),
+    (8, Direction::Down),
+];
+
+fn check(mode: Mode, measurement: &'static str, detail: String) -> Error {
+    Error::Check {
+        mode: mode.as_str(),
+        measurement,
+        detail,
+    }
+}
+
+fn args(parts: &[&dyn ToString]) -> Vec<String> {
+    parts.iter().map(|p| p.to_string()).collect()
+}
+
+/// Bulk throughput (1 and 8 flows, both directions) and the daemons' CPU per GB and RSS.
+pub fn bulk(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+    let mode = sc.mode();
+    let addr = sc.server_addr(SERVICE_PORT);
+    let cpu_before = sc.daemon_cpu_seconds()?;
+    let mut moved = 0u64;
+    for (flows, direction) in BULK_RUNS {
+        let run = args(&[
+            &"bulk",
+            &addr,
+            &"--flows",
+            &flows,
+            &"--bytes",
+            &plan.bulk_bytes,
+            &"--direction",
+            &direction.as_str(),
+        ]);
+        let result: BulkResult = sc.run_client(&run, RUN_TIMEOUT)?;
+        if result.bytes != plan.bulk_bytes || result.flows != flows || result.elapsed_ns == 0 {
+            return Err(check(
+                mode,
+                "bulk",
+                format!(
+                    "asked for {} bytes over {flows} flows, got {result:?}",
+                    plan.bulk_bytes
+                ),
+            ));
+        }
+        // Bits per nanosecond are Gbit/s.
+        let gbps = result.bytes as f64 * 8.0 / result.elapsed_ns as f64;
+        samples.add(&format!("bulk_{flows}_{}", direction.as_str()), mode, gbps);
+        samples.raw(mode, "bulk", rep, &result);
+        moved += result.bytes;
+    }
+    if mode.has_daemon() {
+        let cpu = sc.daemon_cpu_seconds()? - cpu_before;
+        samples.add("cpu_per_gb", mode, cpu * 1000.0 / (moved as f64 / 1e9));
+        let rss = sc
+            .daemons()
+            .iter()
+            .map(Daemon::rss_bytes)
+            .collect::<Result<Vec<_>>>()?;
+        let largest = rss.iter().copied().max().unwrap_or(0);
+        samples.add("daemon_rss", mode, largest as f64 / 1024.0);
+        samples.raw(
+            mode,
+            "daemon_after_bulk",
+            rep,
+            serde_json::json!({ "cpu_seconds": cpu, "bytes": moved, "rss_bytes": rss }),
+        );
+    }
+    Ok(())
+}
+
+/// 1-byte request/response latency on one connection.
+pub fn pingpong(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+    let mode = sc.mode();
+    let addr = sc.server_addr(SERVICE_PORT);
+    let run = args(&[&"pingpong", &addr, &"--count", &plan.round_trips]);
+    let result: PingResult = sc.run_client(&run, RUN_TIMEOUT)?;
+    if result.round_trips != plan.round_trips || result.p50_ns == 0 {
+        return Err(check(
+            mode,
+            "ping-pong",
+            format!("implausible result {result:?}"),
+        ));
+    }
+    samples.add("rr_p50", mode, result.p50_ns as f64 / 1e3);
+    samples.add("rr_p99", mode, result.p99_ns as f64 / 1e3);
+    samples.raw(mode, "pingpong", rep, &result);
+    Ok(())
+}
+
+/// Connection setup time and sequential connection rate.
+pub fn connections(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+    let mode = sc.mode();
+    let addr = sc.server_addr(SERVICE_PORT);
+    let run = args(&[&"connect", &addr, &"--count", &plan.connections]);
+    let result: ConnectResult = sc.run_client(&run, RUN_TIMEOUT)?;
+    if result.connections != plan.connections || result.elapsed_ns == 0 {
+        return Err(check(
+            mode,
+            "connections",
+            format!("implausible result {result:?}"),
+        ));
+    }
+    samples.add("connect_p50", mode, result.connect_p50_ns as f64 / 1e3);
+    samples.add(
+        "connect_rate",
+        mode,
+        result.connections as f64 / (result.elapsed_ns as f64 / 1e9),
+    );
+    samples.raw(mode, "connect", rep, &result);
+    Ok(())
+}
+
+/// Daemon memory per idle connection and daemon CPU while they idle (rackd modes only).
+pub fn idle(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+    let mode = sc.mode();
+    if !mode.has_daemon() {
+        return Ok(());
+    }
+    let port = IDLE_PORT + u16::try_from(rep).unwrap_or(0);
+    let count = plan.idle_connections;
+    let server = sc.extra_server(port)?;
+    let rss_before = rss_of(sc.daemons())?;
+    let addr = sc.server_addr(port);
+    let holder = sc
+        .client()
+        .command(sc.peer())
+        .args(args(&[&"hold", &addr, &"--count", &count]))
+        .stdin_piped()
+        .spawn()?;
+    holder.wait_for_output("connections", RUN_TIMEOUT)?;
+    let held: HoldResult = parse_json_line(holder.command(), &holder.stdout())?;
+    if held.connections != count {
+        return Err(check(
+            mode,
+            "idle",
+            format!("{count} connections asked for, {held:?}"),
+        ));
+    }
+    let states = match mode {
+        Mode::Managed => settle_managed(sc, port, count)?,
+        _ => {
+            let listed = sc.daemons()[0].connections_on(port)?;
+            if !listed.is_empty() {
+                return Err(check(
+                    mode,
+                    "idle",
+                    format!(
+                        "{} connections to a host without rackd are tracked",
+                        listed.len()
+                    ),
+                ));
+            }
+            Vec::new()
+        }
+    };
+    std::thread::sleep(IDLE_SETTLE);
+    let rss_after = rss_of(sc.daemons())?;
+    let per_conn = rss_before
+        .iter()
+        .zip(&rss_after)
+        .map(|(b, a)| (*a as f64 - *b as f64) / count as f64)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let window = Duration::from_millis(plan.idle_cpu_window_ms);
+    let cpu_before = cpu_of(sc.daemons())?;
+    std::thread::sleep(window);
+    let cpu_pct: Vec<f64> = cpu_of(sc.daemons())?
+        .iter()
+        .zip(&cpu_before)
+        .map(|(a, b)| (a - b) / window.as_secs_f64() * 100.0)
+        .collect();
+    samples.add("idle_mem_per_conn", mode, per_conn);
+    samples.add(
+        "idle_cpu",
+        mode,
+        cpu_pct.iter().copied().fold(0.0, f64::max),
+    );
+    samples.raw(
+        mode,
+        "idle",
+        rep,
+        serde_json::json!({
+            "connections": count,
+            "open_elapsed_ns": held.elapsed_ns,
+            "rss_before": rss_before,
+            "rss_after": rss_after,
+            "cpu_percent": cpu_pct,
+            "states": states,
+        }),
+    );
+    // The server closes first, so TIME_WAIT stays there and the client's ports are free again.
+    server.kill()?;
+    holder.close_stdin();
+    holder.wait(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Waits until both daemons list all `count` idle connections on `port` and none is still
+/// negotiating (or a few seconds pass: today's daemon keeps them negotiating); returns the
+/// client daemon's count per state.
+fn settle_managed(sc: &Scenario, port: u16, count: u64) -> Result<Vec<(String, u64)>> {
+    let every = Duration::from_millis(250);
+    let mut listed = vec![0u64; sc.daemons().len()];
+    let all_listed = poll(IDLE_LISTED_LIMIT, every, || {
+        for (n, daemon) in listed.iter_mut().zip(sc.daemons()) {
+            *n = daemon.connections_on(port)?.len() as u64;
+        }
+        Ok(listed.iter().all(|n| *n >= count))
+    })?;
+    if !all_listed {
+        return Err(check(
+            Mode::Managed,
+            "idle",
+            format!(
+                "{count} connections open, the daemons list {listed:?} after {IDLE_LISTED_LIMIT:?}"
+            ),
+        ));
+    }
+    poll(Duration::from_secs(3), every, || {
+        let conns = sc.daemons()[0].connections_on(port)?;
+        Ok(!conns.iter().any(|c| is_negotiating(c.state)))
+    })?;
+    let mut states: Vec<(String, u64)> = Vec::new();
+    for c in sc.daemons()[0].connections_on(port)? {
+        let name = c.state.as_str();
+        match states.iter_mut().find(|(s, _)| s == name) {
+            Some((_, n)) => *n += 1,
+            None => states.push((name.to_owned(), 1)),
+        }
+    }
+    Ok(states)
+}
+
+fn rss_of(daemons: &[Daemon]) -> Result<Vec<u64>> {
+    daemons.iter().map(Daemon::rss_bytes).collect()
+}
+
+fn cpu_of(daemons: &[Daemon]) -> Result<Vec<f64>> {
+    daemons.iter().map(Daemon::cpu_seconds).collect()
+}
+
+/// What the client daemon can show of the probe connection before the cut.
+enum Watch<'a> {
+    /// No daemon tracks it (native, released).
+    Nothing,
+    /// The daemon tracks it as connected: failure detection can be timed.
+    Connected(&'a Daemon, String),
+    /// The daemon tracks it but never reached `connected` (heartbeats not there yet).
+    NotConnected(Option<ConnState>),
+}
+
+/// Time to detect a cut and time from restoring the path to data flowing again.
+pub fn failure(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+    let mode = sc.mode();
+    let addr = sc.server_addr(SERVICE_PORT);
+    let probe = sc.client().spawn(
+        sc.peer(),
+        args(&[
+            &"trickle",
+            &addr,
+            &"--interval-ms",
+            &plan.trickle_interval_ms,
+        ]),
+    )?;
+    probe.wait_for_output(crate::peer::ECHO_LINE, FIRST_ECHO)?;
+    let local = probe
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix(LOCAL_LINE).map(str::to_owned))
+        .ok_or_else(|| {
+            check(
+                mode,
+                "failure",
+                format!("probe printed no local address: {:?}", probe.stdout()),
+            )
+        })?;
+    let watch = match (mode, sc.client_daemon()) {
+        (Mode::Managed, Some(daemon)) => {
+            let mut last = None;
+            let connected = poll(CONNECTED_LIMIT, Duration::from_millis(20), || {
+                last = find_conn(daemon, &local)?.map(|c| c.state);
+                Ok(last == Some(ConnState::Connected))
+            })?;
+            if connected {
+                Watch::Connected(daemon, local.clone())
+            } else {
+                Watch::NotConnected(last)
+            }
+        }
+        _ => Watch::Nothing,
+    };
+
+    let cut_at = monotonic_ns();
+    sc.topology().cut("client", "server")?;
+    let detected_at = match &watch {
+        Watch::Connected(daemon, local) => {
+            let limit = Duration::from_millis(plan.detect_limit_ms);
+            let noticed = poll(limit, Duration::from_millis(10), || {
+                Ok(find_conn(daemon, local)?.is_some_and(|c| is_failure_noticed(c.state)))
+            })?;
+            noticed.then(monotonic_ns)
+        }
+        _ => None,
+    };
+    let outage_ns = plan.outage_ms * 1_000_000;
+    let restore_due = (cut_at + outage_ns).max(detected_at.map_or(0, |t| t + 100_000_000));
+    std::thread::sleep(Duration::from_nanos(
+        restore_due.saturating_sub(monotonic_ns()),
+    ));
+    let before_restore = monotonic_ns();
+    sc.topology().restore("client", "server")?;
+    let restored_at = monotonic_ns();
+    let mut first_echo = None;
+    poll(FLOW_LIMIT, Duration::from_millis(5), || {
+        first_echo = echo_times(&probe.stdout())
+            .into_iter()
+            .find(|t| *t > before_restore);
+        Ok(first_echo.is_some())
+    })?;
+    let Some(first_echo) = first_echo else {
+        return Err(check(
+            mode,
+            "failure",
+            format!("no data flowed within {FLOW_LIMIT:?} after the path was restored"),
+        ));
+    };
+    probe.kill()?;
+    let restore_ms = first_echo.saturating_sub(restored_at) as f64 / 1e6;
+    let detect_ms = detected_at.map(|t| (t - cut_at) as f64 / 1e6);
+    samples.raw(
+        mode,
+        "failure",
+        rep,
+        serde_json::json!({
+            "outage_ms": (restored_at - cut_at) as f64 / 1e6,
+            "detect_ms": detect_ms,
+            "restore_to_data_ms": restore_ms,
+        }),
+    );
+    match watch {
+        Watch::Nothing => {
+            samples.unavailable("detect", mode, "— (plain TCP)", false);
+            samples.add("restore", mode, restore_ms);
+        }
+        Watch::NotConnected(state) => {
+            let reason = match state {
+                Some(s) => format!("n/a (not implemented: connection stays {})", s.as_str()),
+                None => "n/a (not implemented: connection not tracked)".to_owned(),
+            };
+            samples.unavailable("detect", mode, &reason, false);
+            samples.unavailable("restore", mode, &reason, false);
+            samples.raw(mode, "restore_kernel_only_ms", rep, restore_ms);
+        }
+        Watch::Connected(..) => match detect_ms {
+            Some(ms) => {
+                samples.add("detect", mode, ms);
+                samples.add("restore", mode, restore_ms);
+            }
+            None => {
+                let reason = format!("not detected within {} ms", plan.detect_limit_ms);
+                samples.unavailable("detect", mode, &reason, true);
+                samples.unavailable("restore", mode, "n/a (failure not detected)", true);
+                samples.raw(mode, "restore_kernel_only_ms", rep, restore_ms);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// The daemon's entry for the connection whose local end (as the socket sees it) is `local`.
+fn find_conn(daemon: &Daemon, local: &str) -> Result<Option<ConnectionStatus>> {
+    Ok(daemon
+        .connections_on(SERVICE_PORT)?
+        .into_iter()
+        .find(|c| c.original_local == local || c.local == local))
+}

@@ -1,0 +1,285 @@
+//! The results of a run: medians, ratios against native, verdicts against the targets, and
+//! the three output files (markdown table, JSON with every sample, SVG plot of the ratios).
+
+mod svg;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::metrics::{Metric, Mode, METRICS};
+use crate::plan::Plan;
+use crate::samples::Samples;
+use crate::stats::median;
+use crate::{Error, Result};
+
+pub use svg::render as render_svg;
+pub use table::render as render_table;
+
+/// Conditions of the run, for the reader of the results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Meta {
+    /// Start of the run, UTC, `YYYY-MM-DD HH:MM:SS`.
+    pub date_utc: String,
+    /// Logical CPUs.
+    pub cores: usize,
+    /// CPU model, from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// /proc/loadavg at the start (other work on the machine skews the numbers).
+    pub loadavg_at_start: String,
+    /// The rackd configuration used.
+    pub rackd_config: String,
+    /// Wall time of the whole run in seconds.
+    pub duration_s: f64,
+}
+
+/// One cell of the table: a median, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cell {
+    /// Median of the samples.
+    Median(f64),
+    /// Not measured, with the reason shown.
+    Unavailable(String),
+    /// Not meaningful for this mode (e.g. daemon memory without a daemon).
+    None,
+}
+
+/// How a rackd mode fares against its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Target met.
+    Pass,
+    /// Target missed.
+    Miss,
+    /// Target exists but there is nothing to judge (not implemented yet).
+    NotApplicable,
+    /// No target for this metric and mode.
+    NoTarget,
+}
+
+impl Verdict {
+    /// As shown in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Miss => "**miss**",
+            Verdict::NotApplicable => "n/a",
+            Verdict::NoTarget => "—",
+        }
+    }
+}
+
+/// The result of a rackd mode for one metric.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    /// Median or reason.
+    pub cell: Cell,
+    /// Median / native median.
+    pub ratio: Option<f64>,
+    /// The target, as text.
+    pub target: Option<String>,
+    /// Against the target.
+    pub verdict: Verdict,
+}
+
+/// One metric's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Metric key.
+    pub metric: &'static str,
+    /// Label.
+    pub label: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Whether larger is better.
+    pub higher_is_better: bool,
+    /// Native median.
+    pub native: Cell,
+    /// Released connections.
+    pub released: Judged,
+    /// Managed connections.
+    pub managed: Judged,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// Conditions.
+    pub meta: Meta,
+    /// Sizes and repetitions.
+    pub plan: Plan,
+    /// The summary table.
+    pub rows: Vec<Row>,
+    /// Every sample.
+    pub samples: Samples,
+}
+
+fn cell(samples: &Samples, metric: &Metric, mode: Mode) -> Cell {
+    if let Some(m) = median(samples.get(metric.key, mode)) {
+        Cell::Median(m)
+    } else if let Some(u) = samples.why_unavailable(metric.key, mode) {
+        Cell::Unavailable(u.reason.clone())
+    } else {
+        Cell::None
+    }
+}
+
+fn judge(samples: &Samples, metric: &Metric, mode: Mode, native: Option<f64>) -> Judged {
+    let cell = cell(samples, metric, mode);
+    let value = match cell {
+        Cell::Median(v) => Some(v),
+        _ => None,
+    };
+    let ratio = value.zip(native).map(|(v, n)| v / n);
+    let goal = metric.goal(mode);
+    let verdict = match (goal, value) {
+        (None, _) => Verdict::NoTarget,
+        (Some(goal), Some(v)) => match goal.met(v, native) {
+            Some(true) => Verdict::Pass,
+            Some(false) => Verdict::Miss,
+            None => Verdict::NotApplicable,
+        },
+        (Some(_), None) => match samples.why_unavailable(metric.key, mode) {
+            Some(u) if u.miss => Verdict::Miss,
+            _ => Verdict::NotApplicable,
+        },
+    };
+    Judged {
+        cell,
+        ratio,
+        target: goal.map(|g| g.describe(metric.unit)),
+        verdict,
+    }
+}
+
+/// The summary rows of `samples`, in table order.
+pub fn summarize(samples: &Samples) -> Vec<Row> {
+    METRICS
+        .iter()
+        .map(|m| {
+            let native = cell(samples, m, Mode::Native);
+            let native_value = match native {
+                Cell::Median(v) => Some(v),
+                _ => None,
+            };
+            Row {
+                metric: m.key,
+                label: m.label,
+                unit: m.unit,
+                higher_is_better: m.higher_is_better,
+                released: judge(samples, m, Mode::Released, native_value),
+                managed: judge(samples, m, Mode::Managed, native_value),
+                native,
+            }
+        })
+        .collect()
+}
+
+/// The files written by [`write`].
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The markdown table.
+    pub table: PathBuf,
+    /// All samples.
+    pub json: PathBuf,
+    /// The ratio plot.
+    pub svg: PathBuf,
+}
+
+/// Writes `results.md`, `results.json` and `ratios.svg` into `dir`.
+pub fn write(results: &Results, dir: &Path) -> Result<Written> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {dir:?}")))?;
+    let written = Written {
+        table: dir.join("results.md"),
+        json: dir.join("results.json"),
+        svg: dir.join("ratios.svg"),
+    };
+    let json = serde_json::to_string_pretty(results)
+        .map_err(|e| Error::io("serialising the results")(e.into()))?;
+    for (path, text) in [
+        (&written.table, render_table(results)),
+        (&written.json, json),
+        (&written.svg, render_svg(&results.rows)),
+    ] {
+        std::fs::write(path, text).map_err(Error::io(format!("writing {path:?}")))?;
+    }
+    Ok(written)
+}
+
+/// A number with as many decimals as its size deserves.
+pub fn format_number(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Samples {
+        let mut s = Samples::default();
+        for v in [10.0, 9.0, 11.0] {
+            s.add("bulk_1_up", Mode::Native, v);
+        }
+        for v in [9.9, 9.8, 9.9] {
+            s.add("bulk_1_up", Mode::Released, v);
+        }
+        for v in [9.0, 9.5, 9.2] {
+            s.add("bulk_1_up", Mode::Managed, v);
+        }
+        s.unavailable("detect", Mode::Managed, "n/a (not implemented)", false);
+        s.unavailable("restore", Mode::Managed, "not detected", true);
+        s
+    }
+
+    fn row<'a>(rows: &'a [Row], key: &str) -> &'a Row {
+        rows.iter().find(|r| r.metric == key).unwrap()
+    }
+
+    #[test]
+    fn medians_ratios_and_verdicts() {
+        let rows = summarize(&samples());
+        let bulk = row(&rows, "bulk_1_up");
+        assert_eq!(bulk.native, Cell::Median(10.0));
+        assert_eq!(bulk.released.cell, Cell::Median(9.9));
+        assert_eq!(bulk.released.verdict, Verdict::Pass); // 0.99 ≥ 0.99
+        assert!((bulk.managed.ratio.unwrap() - 0.92).abs() < 1e-9);
+        assert_eq!(bulk.managed.verdict, Verdict::Miss); // 0.92 < 0.97
+    }
+
+    #[test]
+    fn unavailable_values_are_not_numbers() {
+        let rows = summarize(&samples());
+        let detect = row(&rows, "detect");
+        assert_eq!(
+            detect.managed.cell,
+            Cell::Unavailable("n/a (not implemented)".into())
+        );
+        assert_eq!(detect.managed.verdict, Verdict::NoTarget);
+        let restore = row(&rows, "restore");
+        assert_eq!(restore.managed.verdict, Verdict::Miss);
+        assert_eq!(restore.managed.ratio, None);
+        assert_eq!(
+            row(&rows, "idle_cpu").managed.verdict,
+            Verdict::NotApplicable
+        );
+    }
+
+    #[test]
+    fn numbers_get_sensible_precision() {
+        assert_eq!(format_number(13_524.3), "13524");
+        assert_eq!(format_number(42.17), "42.2");
+        assert_eq!(format_number(0.123), "0.12");
+    }
+}

@@ -1,0 +1,158 @@
+//! One benchmark run: the three scenarios side by side, the measurements interleaved so that
+//! background load on the machine hits every mode alike.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::measure;
+use crate::metrics::Mode;
+use crate::plan::Plan;
+use crate::report::{summarize, Meta, Results};
+use crate::samples::Samples;
+use crate::scenario::{Scenario, Tools};
+use crate::{Error, Result};
+
+/// A measurement over one scenario and one repetition.
+type Measurement = fn(&Scenario, &Plan, u32, &mut Samples) -> Result<()>;
+
+/// Runs every measurement of `plan` in native, released and managed mode. `progress` gets a
+/// line per step.
+pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result<Results> {
+    require_root()?;
+    let started = Instant::now();
+    let date_utc = utc_date_time(SystemTime::now());
+    let loadavg_at_start = read_trimmed("/proc/loadavg");
+    let mut step = |what: &str| {
+        progress(&format!(
+            "[{:6.1} s] {what}",
+            started.elapsed().as_secs_f64()
+        ))
+    };
+
+    let scenarios = Mode::ALL
+        .iter()
+        .map(|mode| {
+            step(&format!("{mode}: starting topology and daemons"));
+            Scenario::start(*mode, tools)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for sc in &scenarios {
+        step(&format!(
+            "{}: checking the mode with a live connection",
+            sc.mode()
+        ));
+        sc.verify_mode(plan.trickle_interval_ms)?;
+    }
+
+    let mut samples = Samples::default();
+    let phases: [(&str, u32, &[Measurement]); 3] = [
+        (
+            "bulk, latency, connections",
+            plan.reps,
+            &[measure::bulk, measure::pingpong, measure::connections],
+        ),
+        ("idle connections", plan.idle_reps, &[measure::idle]),
+        (
+            "failure and restore",
+            plan.failure_reps,
+            &[measure::failure],
+        ),
+    ];
+    for (name, reps, measurements) in phases {
+        for rep in 0..reps {
+            // A different mode goes first in each repetition.
+            for i in 0..scenarios.len() {
+                let sc = &scenarios[(rep as usize + i) % scenarios.len()];
+                step(&format!("{name} {}/{reps}: {}", rep + 1, sc.mode()));
+                for measurement in measurements {
+                    measurement(sc, plan, rep, &mut samples)?;
+                }
+                sc.check_daemons()?;
+            }
+        }
+    }
+    step("done");
+    let meta = Meta {
+        date_utc,
+        cores: std::thread::available_parallelism().map_or(0, usize::from),
+        cpu_model: cpu_model(),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        loadavg_at_start,
+        rackd_config: "built-in defaults".into(),
+        duration_s: started.elapsed().as_secs_f64(),
+    };
+    Ok(Results {
+        meta,
+        plan: plan.clone(),
+        rows: summarize(&samples),
+        samples,
+    })
+}
+
+fn require_root() -> Result<()> {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        Ok(())
+    } else {
+        Err(Error::NotRoot {
+            euid: euid.as_raw(),
+        })
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map_or_else(|e| format!("unknown ({e})"), |s| s.trim().to_owned())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn utc_date_time(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (H. Hinnant's days-to-civil algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(utc_date_time(UNIX_EPOCH), "1970-01-01 00:00:00");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723); // 2000-02-29 01:02:03
+        assert_eq!(utc_date_time(leap), "2000-02-29 01:02:03");
+        let later = UNIX_EPOCH + Duration::from_secs(1_767_225_599); // 2025-12-31 23:59:59
+        assert_eq!(utc_date_time(later), "2025-12-31 23:59:59");
+    }
+}
