@@ -65,7 +65,8 @@ impl PacketHandler for Handler<'_> {
                     }),
                 payload_len: view.tcp_payload().len() as u32,
             };
-            return match self.engine.on_segment(now, dir, key, &seg) {
+            let copy = || complete_copy(pkt, mode);
+            return match self.engine.on_segment(now, dir, key, &seg, copy) {
                 SegmentVerdict::Accept => Decision::Accept,
                 SegmentVerdict::Drop => Decision::Drop,
             };
@@ -106,6 +107,20 @@ impl PacketHandler for Handler<'_> {
             }
         }
     }
+}
+
+/// The packet as a standalone copy with a complete checksum (none for a truncated one).
+fn complete_copy(pkt: &QueuedPacket<'_>, mode: Checksum) -> Option<Vec<u8>> {
+    if pkt.truncated() {
+        return None;
+    }
+    let mut copy = TcpIpPacket::new_checked(pkt.payload.to_vec())
+        .ok()?
+        .with_checksum_mode(mode);
+    if mode == Checksum::Partial {
+        copy.complete_partial();
+    }
+    Some(copy.into_inner())
 }
 
 /// The SYN with the rackd option added, in `buf` (reused). A rewritten packet leaves the queue

@@ -99,6 +99,15 @@ impl State {
     ];
 }
 
+/// Timing of the re-sends that put a resumed connection back in step.
+#[derive(Debug, Clone, Copy)]
+pub struct Resync {
+    pub next_send: Instant,
+    pub interval: std::time::Duration,
+    /// After this the window is reopened anyway.
+    pub until: Instant,
+}
+
 /// Where the initialisation over the daemon channel stands.
 #[derive(Debug)]
 pub enum Init {
@@ -140,6 +149,9 @@ pub struct Flow {
     pub pinned: bool,
     /// While suspended: what rackd tells the local socket (and the peer) in their place.
     pub hold: Option<Hold>,
+    /// Connected again, the hold kept until the peer has acknowledged the socket's outstanding
+    /// data (see `hold`): when to re-send the socket's retransmission, and when to stop.
+    pub resync: Option<Resync>,
     /// From the socket table.
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -162,6 +174,7 @@ impl Flow {
             session: None,
             pinned: false,
             hold: None,
+            resync: None,
             bytes_sent: 0,
             bytes_received: 0,
         }

@@ -6,6 +6,14 @@
 //! (`tcp_retransmit_timer`, `tcp_probe_timer`). When the peer's packets still arrive (suspension
 //! by command) rackd plays the local socket towards the peer the same way.
 //!
+//! Resuming: a socket whose data was lost in the outage has been retransmitting for a long time;
+//! the first retransmission timeout it meets with a nonzero window checks `tcp_retries2` against
+//! the whole outage and aborts it. So the window is never reopened by rackd while data is
+//! outstanding. Instead rackd re-sends the socket's own latest retransmission of its oldest
+//! unacknowledged segment (captured during the hold) to the peer, whose real ACK advances
+//! `snd_una` (which clears the retransmission count) and reopens the window; it repeats that
+//! until the peer's ACK is seen (the peer's daemon may resume a moment later than this one).
+//!
 //! Timestamps: a segment that carries them must have a TSval the receiver accepts (PAWS), which
 //! only the socket's own packets reveal (their TSecr is the `ts_recent` the socket holds). The
 //! first zero-window ACK goes without (Linux accepts that); every answer after it echoes what the
@@ -32,9 +40,6 @@ pub struct SocketCounters {
     /// The scale the peer applies to the windows it advertises.
     pub snd_wscale: u8,
     pub timestamps: bool,
-    /// Whether the socket has sent its FIN and had it acknowledged / received the peer's FIN.
-    pub fin_acked: bool,
-    pub fin_received: bool,
 }
 
 /// The local socket's sequence state, derived from its counters and the ISNs.
@@ -46,15 +51,16 @@ pub struct SeqState {
 
 impl SeqState {
     /// `tcpi_bytes_acked` counts the client's SYN (acknowledged by the SYN-ACK) but not the
-    /// server's (its socket is born with the SYN-ACK already acknowledged); neither byte counter
-    /// counts FINs. Measured on Linux 6.18; the live suspension tests fail if this drifts.
+    /// server's (its socket is born with the SYN-ACK already acknowledged); both counters include
+    /// FINs, as the sequence space does. Measured on Linux 6.18; the live suspension tests fail
+    /// if this drifts.
     pub fn derive(role: Role, isn_local: SeqNum, isn_peer: SeqNum, c: &SocketCounters) -> Self {
         let syn_counted = match role {
             Role::Client => 0,
             Role::Server => 1,
         };
-        let snd_una = isn_local + syn_counted + c.bytes_acked as u32 + u32::from(c.fin_acked);
-        let rcv_nxt = isn_peer + 1 + c.bytes_received as u32 + u32::from(c.fin_received);
+        let snd_una = isn_local + syn_counted + c.bytes_acked as u32;
+        let rcv_nxt = isn_peer + 1 + c.bytes_received as u32;
         SeqState { snd_una, rcv_nxt }
     }
 }
@@ -121,6 +127,9 @@ pub struct Hold {
     timestamps: bool,
     local: Seen,
     remote: Seen,
+    /// The socket's latest retransmission of its oldest unacknowledged segment, checksum
+    /// complete, ready to be sent to the peer on resume.
+    head: Option<Vec<u8>>,
 }
 
 impl Hold {
@@ -134,6 +143,7 @@ impl Hold {
             timestamps: c.timestamps,
             local: Seen::default(),
             remote: Seen::default(),
+            head: None,
         }
     }
 
@@ -145,8 +155,19 @@ impl Hold {
     }
 
     /// A packet the local socket sent (`Dir::Out`) during the hold: returns the answer.
-    pub fn on_local(&mut self, now: Instant, seg: &SegmentSeen) -> Option<Vec<u8>> {
+    /// `packet` is the whole packet, with a complete checksum.
+    pub fn on_local(
+        &mut self,
+        now: Instant,
+        seg: &SegmentSeen,
+        packet: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
         self.local.learn(seg);
+        if seg.payload_len > 0 && seg.seq == self.snd_una {
+            if let Some(p) = packet() {
+                self.head = Some(p);
+            }
+        }
         if seg.flags.ack() {
             self.local_rcv_nxt = seg.ack;
         }
@@ -169,10 +190,25 @@ impl Hold {
         self.to_remote(0)
     }
 
-    /// Packets that end the hold: the real windows back to both ends.
-    pub fn release(&self) -> Vec<Vec<u8>> {
-        let window = (self.peer_window >> self.peer_wscale).min(u32::from(u16::MAX)) as u16;
-        let mut out = vec![self.to_local(window)];
+    /// The local socket's retransmission to re-send to the peer, if it has data outstanding.
+    pub fn head(&self) -> Option<&[u8]> {
+        self.head.as_deref()
+    }
+
+    /// Whether a packet from the peer acknowledges data beyond what was acknowledged when the
+    /// hold began: the peer has the socket's retransmission and the socket is back in step.
+    pub fn peer_caught_up(&self, seg: &SegmentSeen) -> bool {
+        seg.flags.ack() && seg.ack > self.snd_una
+    }
+
+    /// Window updates that end the hold: to the local socket (`to_local`: only when it has no
+    /// data outstanding, see the module comment) and to the peer if rackd zeroed its window.
+    pub fn release(&self, to_local: bool) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if to_local {
+            let window = (self.peer_window >> self.peer_wscale).min(u32::from(u16::MAX)) as u16;
+            out.push(self.to_local(window));
+        }
         // The peer heard zero windows from rackd only if its packets arrived during the hold.
         if let Some(w) = self.remote.window.and(self.local.window) {
             out.extend(self.to_remote(w));

@@ -25,7 +25,7 @@ use edp::init::{self, Initiator, LocalParams};
 use edp::message::{Capabilities, ConnId, Message};
 use tcpseq::SeqNum;
 
-pub use flow::{Dir, Flow, FlowKey, Init, Role, State};
+pub use flow::{Dir, Flow, FlowKey, Init, Resync, Role, State};
 use hold::{Hold, SeqState};
 pub use hold::{SegmentSeen, SocketCounters};
 use peer::{Peer, Timing};
@@ -41,6 +41,11 @@ const SOCKET_GRACE: Duration = Duration::from_secs(3);
 /// Flow table scan period while something is pending (negotiation, suspension).
 const SCAN_BUSY: Duration = Duration::from_millis(100);
 const SCAN_IDLE: Duration = Duration::from_secs(1);
+/// Re-sends of the socket's retransmission after a resume: first interval, cap, and how long
+/// to wait for the peer's acknowledgement before reopening the window anyway.
+const RESYNC_FIRST: Duration = Duration::from_millis(100);
+const RESYNC_MAX: Duration = Duration::from_secs(1);
+const RESYNC_LIMIT: Duration = Duration::from_secs(10);
 /// Upper bound on connections in negotiation: beyond it new SYNs are not offered protection,
 /// so a SYN flood costs bounded memory.
 pub const MAX_NEGOTIATING: usize = 65_536;
@@ -582,9 +587,38 @@ impl Engine {
         flow.set_state(State::Connected, now);
         flow.reconnects += 1;
         self.counters.resumptions += 1;
+        let Some(hold) = &flow.hold else {
+            self.actions.push_back(Action::Queue { key, on: false });
+            return;
+        };
+        match hold.head() {
+            Some(head) => {
+                // Stay queued until the peer acknowledges the re-sent data (see `hold`).
+                self.actions.push_back(Action::Inject(head.to_vec()));
+                self.actions
+                    .extend(hold.release(false).into_iter().map(Action::Inject));
+                flow.resync = Some(Resync {
+                    next_send: now + RESYNC_FIRST,
+                    interval: RESYNC_FIRST,
+                    until: now + RESYNC_LIMIT,
+                });
+                self.next_scan = Some(self.next_scan.map_or(now, |t| t.min(now + RESYNC_FIRST)));
+            }
+            None => self.end_hold(key, true),
+        }
+    }
+
+    /// The connection is in step again: rackd lets go of it.
+    fn end_hold(&mut self, key: FlowKey, reopen_local: bool) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.resync = None;
         if let Some(hold) = flow.hold.take() {
-            self.actions
-                .extend(hold.release().into_iter().map(Action::Inject));
+            if reopen_local {
+                self.actions
+                    .extend(hold.release(true).into_iter().map(Action::Inject));
+            }
         }
         self.actions.push_back(Action::Queue { key, on: false });
     }
@@ -615,13 +649,15 @@ impl Engine {
         let _ = now;
     }
 
-    /// A queued packet of a flow other than a SYN.
+    /// A queued packet of a flow other than a SYN. `packet` makes a copy of the whole packet
+    /// with a complete checksum, called only when rackd keeps one.
     pub fn on_segment(
         &mut self,
         now: Instant,
         dir: Dir,
         key: FlowKey,
         seg: &SegmentSeen,
+        packet: impl FnOnce() -> Option<Vec<u8>>,
     ) -> SegmentVerdict {
         let Some(flow) = self.flows.get_mut(&key) else {
             return SegmentVerdict::Accept;
@@ -639,10 +675,19 @@ impl Engine {
             self.close(key);
             return SegmentVerdict::Accept;
         }
+        if flow.resync.is_some() {
+            // Resumed: everything travels; the peer's acknowledgement of new data ends it.
+            if dir == Dir::In && hold.peer_caught_up(seg) {
+                tracing::debug!(flow = %key, "back in step");
+                self.end_hold(key, false);
+            }
+            return SegmentVerdict::Accept;
+        }
         let answer = match dir {
-            Dir::Out => hold.on_local(now, seg),
+            Dir::Out => hold.on_local(now, seg, packet),
             Dir::In => hold.on_remote(now, seg),
         };
+        tracing::trace!(flow = %key, ?dir, ?seg, answered = answer.is_some(), "held packet");
         self.actions.extend(answer.map(Action::Inject));
         SegmentVerdict::Drop
     }
@@ -753,7 +798,20 @@ impl Engine {
         let mut busy = false;
         let mut expired = Vec::new();
         let mut timed_out = Vec::new();
+        let mut gave_up = Vec::new();
+        let mut next = now + SCAN_IDLE;
         for (key, flow) in &mut self.flows {
+            if let (Some(r), Some(hold)) = (&mut flow.resync, &flow.hold) {
+                if r.until <= now {
+                    gave_up.push(*key);
+                } else if r.next_send <= now {
+                    r.interval = (r.interval * 2).min(RESYNC_MAX);
+                    r.next_send = now + r.interval;
+                    self.actions
+                        .extend(hold.head().map(|h| Action::Inject(h.to_vec())));
+                }
+                next = next.min(r.next_send);
+            }
             match flow.state {
                 State::Negotiating { .. } => {
                     busy = true;
@@ -794,7 +852,14 @@ impl Engine {
         for key in expired {
             self.expire(key);
         }
-        self.next_scan = Some(now + if busy { SCAN_BUSY } else { SCAN_IDLE });
+        for key in gave_up {
+            tracing::warn!(flow = %key, "the peer never acknowledged the re-sent data: reopening");
+            self.end_hold(key, true);
+        }
+        if busy {
+            next = next.min(now + SCAN_BUSY);
+        }
+        self.next_scan = Some(next);
     }
 
     /// The reconnection window passed: the local socket is reset like any failed connection.

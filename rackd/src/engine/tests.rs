@@ -545,7 +545,6 @@ fn suspension_answers_the_socket_with_exact_zero_window_acks_and_resumes() {
         snd_wnd: 3 << 20,
         snd_wscale: 7,
         timestamps: true,
-        ..SocketCounters::default()
     };
     let (snd_una, rcv_nxt) = hold_client(&mut net, counters);
     // The socket's next packet reveals its timestamps; the answer carries them back.
@@ -555,6 +554,7 @@ fn suspension_answers_the_socket_with_exact_zero_window_acks_and_resumes() {
         Dir::Out,
         key_at_client(),
         &dupack(CLIENT_ISN + 90_001, rcv_nxt, (555, 777)),
+        || None,
     );
     assert_eq!(v, SegmentVerdict::Drop);
     let [Action::Inject(zw)] = &drain(&mut net.c)[..] else {
@@ -570,7 +570,9 @@ fn suspension_answers_the_socket_with_exact_zero_window_acks_and_resumes() {
     };
     let v = net
         .c
-        .on_segment(net.now, Dir::Out, key_at_client(), &retransmission);
+        .on_segment(net.now, Dir::Out, key_at_client(), &retransmission, || {
+            Some(b"head".to_vec())
+        });
     assert_eq!(v, SegmentVerdict::Drop);
     let injected: Vec<_> = drain(&mut net.c)
         .into_iter()
@@ -593,32 +595,43 @@ fn suspension_answers_the_socket_with_exact_zero_window_acks_and_resumes() {
         net.run_for(Duration::from_millis(10));
         assert!(net.now - back < Duration::from_millis(300), "slow resume");
     }
-    let update = net
+    // The socket still has data outstanding: its own retransmission goes to the peer, the
+    // window stays closed and the flow queued until the peer acknowledges new data.
+    let injected = |out: &[Action]| -> Vec<Vec<u8>> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Inject(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(injected(&net.c_out), [b"head".to_vec()]);
+    assert!(!net
         .c_out
         .iter()
-        .find_map(|a| match a {
-            Action::Inject(p) => Some(p.clone()),
-            _ => None,
-        })
-        .expect("window update");
+        .any(|a| matches!(a, Action::Queue { on: false, .. })));
+    net.c_out.clear();
+    net.run_for(Duration::from_millis(150));
     assert_eq!(
-        parse(&update),
-        (
-            rcv_nxt,
-            snd_una,
-            ((3 << 20) >> 7) as u16,
-            Some((777, 9_555))
-        )
+        injected(&net.c_out),
+        [b"head".to_vec()],
+        "re-sent until answered"
     );
-    assert!(net.c_out.contains(&Action::Queue {
-        key: key_at_client(),
-        on: false
-    }));
+    let peer_ack = SegmentSeen {
+        ack: snd_una + 1448,
+        ..dupack(rcv_nxt, snd_una + 1448, (5, 9_555))
+    };
+    let v = net
+        .c
+        .on_segment(net.now, Dir::In, key_at_client(), &peer_ack, || None);
+    assert_eq!(v, SegmentVerdict::Accept);
     assert_eq!(net.c.flow(&key_at_client()).unwrap().reconnects, 1);
     // After resuming, the flow's packets are not rackd's business.
     let v = net
         .c
-        .on_segment(net.now, Dir::Out, key_at_client(), &retransmission);
+        .on_segment(net.now, Dir::Out, key_at_client(), &retransmission, || {
+            Some(b"head".to_vec())
+        });
     assert_eq!(v, SegmentVerdict::Accept);
 }
 
@@ -627,15 +640,14 @@ fn server_sequence_state_counts_no_syn_in_bytes_acked() {
     let c = SocketCounters {
         bytes_acked: 10,
         bytes_received: 20,
-        fin_received: true,
         ..SocketCounters::default()
     };
     let s = SeqState::derive(Role::Server, SERVER_ISN, CLIENT_ISN, &c);
     assert_eq!(s.snd_una, SERVER_ISN + 11);
-    assert_eq!(s.rcv_nxt, CLIENT_ISN + 22);
+    assert_eq!(s.rcv_nxt, CLIENT_ISN + 21);
     let s = SeqState::derive(Role::Client, CLIENT_ISN, SERVER_ISN, &c);
     assert_eq!(s.snd_una, CLIENT_ISN + 10);
-    assert_eq!(s.rcv_nxt, SERVER_ISN + 22);
+    assert_eq!(s.rcv_nxt, SERVER_ISN + 21);
 }
 
 #[test]
@@ -658,6 +670,7 @@ fn peer_packets_during_a_suspension_are_answered_for_the_local_socket() {
         Dir::Out,
         key_at_client(),
         &dupack(snd_una, rcv_nxt, (100, 200)),
+        || None,
     );
     drain(&mut net.c);
     let data = SegmentSeen {
@@ -668,7 +681,9 @@ fn peer_packets_during_a_suspension_are_answered_for_the_local_socket() {
         timestamps: Some((201, 100)),
         payload_len: 1448,
     };
-    let v = net.c.on_segment(net.now, Dir::In, key_at_client(), &data);
+    let v = net
+        .c
+        .on_segment(net.now, Dir::In, key_at_client(), &data, || None);
     assert_eq!(v, SegmentVerdict::Drop, "the local socket must not see it");
     let [Action::Inject(answer)] = &drain(&mut net.c)[..] else {
         panic!()
@@ -742,7 +757,9 @@ fn an_application_reset_during_suspension_ends_the_flow() {
         flags: Flags::RST,
         ..dupack(CLIENT_ISN, SERVER_ISN, (1, 1))
     };
-    let v = net.c.on_segment(net.now, Dir::Out, key_at_client(), &rst);
+    let v = net
+        .c
+        .on_segment(net.now, Dir::Out, key_at_client(), &rst, || None);
     assert_eq!(v, SegmentVerdict::Accept);
     assert_eq!(net.state(false), "gone");
 }

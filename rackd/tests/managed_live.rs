@@ -1,0 +1,263 @@
+//! rackd on a client and a server host behind a router (netns-tests harness): managed
+//! connections, heartbeats, suspension through an outage. Plain TCP on every host is tuned to
+//! give up within seconds (`tcp_retries2=3`), so surviving an outage is rackd's doing; each
+//! outage test runs the same outage without rackd as its control. Needs root.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use netns_tests::{stream_both_ways, Family, Host, Process, StreamOptions, StreamRun, Topology};
+use rackctl::proto::{ConnState, ConnectionStatus};
+
+/// Fast heartbeats so that detection (≤ 1.5 s) beats the kernel's abort (≈ 3 s with
+/// `tcp_retries2=3` and data in flight).
+const FAST_MONITOR: &str = "[monitor]\nheartbeat_interval_ms = 250\ndetect_after_ms = 1500\n";
+
+struct Daemon {
+    socket: PathBuf,
+    process: Process,
+}
+
+impl Daemon {
+    fn start(host: &Host, config: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("rackd-test-{}", host.netns()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (socket, conf) = (dir.join("control.sock"), dir.join("rackd.toml"));
+        std::fs::write(&conf, config).unwrap();
+        let rackd = netns_tests::workspace_bin("rackd").expect("rackd binary");
+        let process = host
+            .command(&rackd)
+            .arg("--config")
+            .arg(&conf)
+            .arg("--control-socket")
+            .arg(&socket)
+            .args(["--log-level", "trace"])
+            .spawn()
+            .expect("start rackd");
+        let d = Daemon { socket, process };
+        wait_for("rackd to answer status", Duration::from_secs(10), || {
+            d.try_connections().is_some()
+        });
+        d
+    }
+
+    /// The end of the daemon's log, for failure messages.
+    fn log_tail(&self) -> String {
+        let log = self.process.stderr();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn try_connections(&self) -> Option<Vec<ConnectionStatus>> {
+        let mut c = rackctl::client::Client::connect(&self.socket).ok()?;
+        Some(c.status().ok()?.connections)
+    }
+
+    fn connections(&self) -> Vec<ConnectionStatus> {
+        self.try_connections().expect("status from rackd")
+    }
+
+    /// The one connection whose remote port is `port` (the test service).
+    fn conn(&self, port: u16) -> Option<ConnectionStatus> {
+        self.connections().into_iter().find(|c| {
+            c.remote.ends_with(&format!(":{port}")) || c.local.ends_with(&format!(":{port}"))
+        })
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn topology() -> Topology {
+    let topo = Topology::new().expect("topology (root needed)");
+    for host in topo.hosts() {
+        host.sysctl("net.ipv4.tcp_retries2", "3").unwrap();
+    }
+    topo
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+/// Waits until both daemons show the test connection connected, with the same id.
+fn assert_connected_on_both(client: &Daemon, server: &Daemon, port: u16) -> String {
+    let mut ids = (String::new(), String::new());
+    wait_for(
+        "the connection to be connected on both ends",
+        Duration::from_secs(10),
+        || match (client.conn(port), server.conn(port)) {
+            (Some(c), Some(s))
+                if c.state == ConnState::Connected && s.state == ConnState::Connected =>
+            {
+                ids = (c.id, s.id);
+                true
+            }
+            _ => false,
+        },
+    );
+    assert_eq!(ids.0, ids.1, "both ends name the connection alike");
+    ids.0
+}
+
+fn managed_gigabyte(family: Family) {
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let cd = Daemon::start(client, "");
+    let sd = Daemon::start(server, "");
+    let port = 5001;
+    let options = StreamOptions::new(1 << 30)
+        .family(family)
+        .port(port)
+        .timeout(Duration::from_secs(120));
+    let run = StreamRun::start(client, server, options).unwrap();
+    assert_connected_on_both(&cd, &sd, port);
+    // The socket table feeds the byte counters (read once a second).
+    wait_for("byte counters in status", Duration::from_secs(30), || {
+        [&cd, &sd].iter().all(|d| {
+            d.conn(port)
+                .is_some_and(|c| c.bytes_sent > 0 && c.bytes_received > 0)
+        })
+    });
+    let report = run.wait().unwrap();
+    assert!(
+        report.intact(),
+        "{}: {:?}",
+        family_name(family),
+        report.problems()
+    );
+}
+
+#[test]
+fn managed_connection_carries_a_gigabyte_both_ways_v4() {
+    managed_gigabyte(Family::V4);
+}
+
+#[test]
+fn managed_connection_carries_a_gigabyte_both_ways_v6() {
+    managed_gigabyte(Family::V6);
+}
+
+/// A paced two-way stream through a cut of `outage`. Returns the stream's report, how long after
+/// the path returned both daemons had resumed, and the daemons' log tails.
+fn outage(
+    family: Family,
+    with_rackd: bool,
+    outage: Duration,
+) -> (netns_tests::TwoWayReport, Option<Duration>, String) {
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let daemons = with_rackd.then(|| {
+        (
+            Daemon::start(client, FAST_MONITOR),
+            Daemon::start(server, FAST_MONITOR),
+        )
+    });
+    let port = 5002;
+    // 256 KiB/s both ways: data is always in flight when the cut hits.
+    let bytes = 256 * 1024 * (outage.as_secs() + 8);
+    let options = StreamOptions::new(bytes)
+        .pace(256 * 1024)
+        .family(family)
+        .port(port)
+        .timeout(outage + Duration::from_secs(60));
+    let run = StreamRun::start(client, server, options).unwrap();
+    run.server()
+        .wait_for_output("connection from", Duration::from_secs(5))
+        .unwrap();
+    if let Some((cd, sd)) = &daemons {
+        assert_connected_on_both(cd, sd, port);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    topo.cut("client", "server").unwrap();
+    if let Some((cd, sd)) = &daemons {
+        wait_for("both ends to suspend", Duration::from_secs(3), || {
+            [cd, sd].iter().all(|d| {
+                d.conn(port)
+                    .is_some_and(|c| c.state == ConnState::Suspended)
+            })
+        });
+    }
+    std::thread::sleep(outage);
+    let back = Instant::now();
+    topo.restore("client", "server").unwrap();
+    let mut resumed = None;
+    if let Some((cd, sd)) = &daemons {
+        wait_for("both ends to resume", Duration::from_secs(5), || {
+            [cd, sd].iter().all(|d| {
+                d.conn(port)
+                    .is_some_and(|c| c.state == ConnState::Connected && c.reconnects == 1)
+            })
+        });
+        resumed = Some(back.elapsed());
+    }
+    let report = run.wait().unwrap();
+    let logs = daemons.map_or(String::new(), |(c, s)| {
+        format!(
+            "client rackd:\n{}\nserver rackd:\n{}",
+            c.log_tail(),
+            s.log_tail()
+        )
+    });
+    (report, resumed, logs)
+}
+
+fn outage_test(family: Family) {
+    let secs = std::env::var("RACKD_TEST_OUTAGE_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let d = Duration::from_secs(secs);
+    let control = std::thread::spawn(move || outage(family, false, d).0);
+    let (report, resumed, logs) = outage(family, true, d);
+    assert!(
+        report.intact(),
+        "{} with rackd through a {secs} s outage: {:?}\n{logs}",
+        family_name(family),
+        report.problems()
+    );
+    eprintln!(
+        "{}: {secs} s outage survived; both ends resumed {:?} after the path returned",
+        family_name(family),
+        resumed.unwrap()
+    );
+    let control = control.join().unwrap();
+    assert!(
+        !control.intact(),
+        "{}: the same outage without rackd should kill plain TCP (tcp_retries2=3)",
+        family_name(family)
+    );
+}
+
+#[test]
+fn outage_is_survived_with_rackd_and_kills_plain_tcp_v4() {
+    outage_test(Family::V4);
+}
+
+#[test]
+fn outage_is_survived_with_rackd_and_kills_plain_tcp_v6() {
+    outage_test(Family::V6);
+}
+
+#[test]
+fn a_connection_to_a_host_without_rackd_is_released() {
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let cd = Daemon::start(client, "");
+    let report = stream_both_ways(
+        client,
+        server,
+        StreamOptions::new(32 << 20).port(5003).family(Family::V4),
+    )
+    .unwrap();
+    assert!(report.intact(), "{:?}", report.problems());
+    assert!(cd.conn(5003).is_none(), "released flows are not kept");
+}
