@@ -149,6 +149,9 @@ async fn event_loop(
 ) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    // A hang-up (closed terminal, `systemctl kill -s HUP`) stops rackd cleanly like SIGTERM:
+    // dying of it would leave the table behind and count as a clean exit for systemd.
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     // SAFETY: the QueueSocket owns its descriptor and is moved into the AsyncFd, which keeps it
     // open and unreplaced until the AsyncFd is dropped.
     let sock = unsafe { AsyncFd::register(sock) }.map_err(|e| DaemonError::QueueIo(e.into()))?;
@@ -189,6 +192,10 @@ async fn event_loop(
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: stopping");
+                return Ok(());
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: stopping");
                 return Ok(());
             }
         }

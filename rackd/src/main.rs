@@ -1,6 +1,7 @@
 //! `rackd`: the daemon's entry point. Exit codes: 0 clean stop, 1 runtime failure, 2 bad
 //! configuration or arguments.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .without_time()
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cfg = match args.config() {

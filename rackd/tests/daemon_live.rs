@@ -219,19 +219,24 @@ fn a_peer_without_rackd_is_released_and_data_flows() {
 }
 
 #[test]
-fn sigterm_removes_the_rules_and_exits_zero() {
-    let mut p = Pair::new();
-    let a = p.a.clone();
-    p.start_rackd(&a);
-    assert!(sh(&format!("ip netns exec {a} nft list tables")).contains("rackd"));
-    let mut d = p.daemons.pop().unwrap();
-    sh(&format!("kill -TERM {}", d.id()));
-    let status = d.wait().unwrap();
-    assert!(status.success(), "rackd exit status {status}");
-    assert_eq!(sh(&format!("ip netns exec {a} nft list tables")), "");
-    assert!(!p.socket(&a).exists(), "control socket left behind");
-    // Plain TCP still works with the daemon gone.
-    assert_eq!(exchange(&p, "192.0.2.2:5004"), b"hello");
+fn sigterm_and_sighup_remove_the_rules_and_exit_zero() {
+    for signal in ["TERM", "HUP"] {
+        let mut p = Pair::new();
+        let a = p.a.clone();
+        p.start_rackd(&a);
+        assert!(sh(&format!("ip netns exec {a} nft list tables")).contains("rackd"));
+        let mut d = p.daemons.pop().unwrap();
+        sh(&format!("kill -{signal} {}", d.id()));
+        let status = d.wait().unwrap();
+        assert!(
+            status.success(),
+            "rackd exit status {status} after SIG{signal}"
+        );
+        assert_eq!(sh(&format!("ip netns exec {a} nft list tables")), "");
+        assert!(!p.socket(&a).exists(), "control socket left behind");
+        // Plain TCP still works with the daemon gone.
+        assert_eq!(exchange(&p, "192.0.2.2:5004"), b"hello");
+    }
 }
 
 #[test]
