@@ -3,9 +3,9 @@
 //! connections between them made by socat. Needs root; every test builds its own topology, so
 //! they run in parallel and clean up (processes by pid, namespaces) also when they fail.
 //!
-//! rackd does not implement suspend, resume and peer yet: it refuses them with "… is not
-//! available yet". The assertions that accept that answer are marked TRANSITIONAL; the
-//! `#[ignore]`d tests at the end are the target behaviour.
+//! rackd does not implement `peer` yet (issue 7): it refuses it with "… is not available yet".
+//! The assertion that accepts that answer is marked TRANSITIONAL; the `#[ignore]`d test at the
+//! end is the target behaviour.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,10 +19,9 @@ const RUN: Duration = Duration::from_secs(10);
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
 const OTHER_GROUP: u32 = 4242;
-/// States of a connection between two rackds once both have seen its handshake. TRANSITIONAL:
-/// today's daemon does not run initialisation yet and leaves them negotiating; when it does,
-/// only "connected" belongs here.
-const MANAGED: &[&str] = &["negotiating", "connected"];
+/// States of a connection between two rackds once both have seen its handshake and finished
+/// initialisation.
+const MANAGED: &[&str] = &["connected"];
 
 /// A topology with rackd running in some of its hosts. Field order is drop order: daemons
 /// and programs are killed first, then the namespaces go, then the directory.
@@ -391,11 +390,10 @@ fn root_is_told_which_id_is_unknown_and_bad_arguments_exit_2_naming_the_value() 
         assert_exit(&out, 1);
         let err = &out.stderr;
         assert!(err.starts_with("rackctl: rackd refused ("), "{err}");
-        // TRANSITIONAL: the "not available yet" branch goes when rackd implements the command;
-        // then the answer must be not_found naming the id.
         let not_found =
             err.starts_with("rackctl: rackd refused (not_found)") && err.contains("ffff");
-        let not_yet = err.contains(&format!("{} is not available yet", args[0]));
+        // TRANSITIONAL: only `peer` may still answer "not available yet" (issue 7).
+        let not_yet = args[0] == "peer" && err.contains("peer is not available yet");
         assert!(not_found || not_yet, "{err}");
     }
 
@@ -503,9 +501,7 @@ fn a_stopped_daemon_is_reported_as_not_running() {
     }
 }
 
-/// The target behaviour of suspend and resume, for when rackd implements them (issue 8).
 #[test]
-#[ignore = "rackd answers suspend/resume with 'not available yet' (issue 8)"]
 fn suspend_and_resume_a_live_connection() {
     let mut live = Live::start();
     live.connect(Family::V4, 5004);
@@ -539,7 +535,7 @@ fn suspend_and_resume_a_live_connection() {
 
 /// The target behaviour of peer (issue 8): a suspended connection accepts its peer's address.
 #[test]
-#[ignore = "rackd answers peer with 'not available yet' (issue 8)"]
+#[ignore = "rackd answers peer with 'not available yet' (address changes are issue 7)"]
 fn peer_gives_a_suspended_connection_an_address() {
     let mut live = Live::start();
     live.connect(Family::V6, 5005);

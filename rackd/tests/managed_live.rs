@@ -261,3 +261,48 @@ fn a_connection_to_a_host_without_rackd_is_released() {
     assert!(report.intact(), "{:?}", report.problems());
     assert!(cd.conn(5003).is_none(), "released flows are not kept");
 }
+
+/// Suspended on purpose (`rackctl suspend`) before a cut; the cut passes; `rackctl resume`
+/// brings it back and nothing is lost.
+#[test]
+fn a_connection_suspended_by_command_survives_a_cut_and_resumes_on_command() {
+    let secs: u64 = std::env::var("RACKD_TEST_OUTAGE_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let cd = Daemon::start(client, FAST_MONITOR);
+    let sd = Daemon::start(server, FAST_MONITOR);
+    let port = 5004;
+    let options = StreamOptions::new(256 * 1024 * (secs + 10))
+        .pace(256 * 1024)
+        .port(port)
+        .timeout(Duration::from_secs(secs + 90));
+    let run = StreamRun::start(client, server, options).unwrap();
+    let id = assert_connected_on_both(&cd, &sd, port);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut ctl = rackctl::client::Client::connect(&cd.socket).unwrap();
+    ctl.suspend(&id).unwrap();
+    assert_eq!(cd.conn(port).unwrap().state, ConnState::Suspended);
+    std::thread::sleep(Duration::from_secs(2));
+    topo.cut("client", "server").unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    topo.restore("client", "server").unwrap();
+    // The server side resumes by itself; the client side waits for the operator.
+    wait_for("the server to resume", Duration::from_secs(5), || {
+        sd.conn(port)
+            .is_some_and(|c| c.state == ConnState::Connected)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cd.conn(port).unwrap().state, ConnState::Suspended);
+    ctl.resume(&id).unwrap();
+    let report = run.wait().unwrap();
+    assert!(
+        report.intact(),
+        "{:?}\nclient rackd:\n{}\nserver rackd:\n{}",
+        report.problems(),
+        cd.log_tail(),
+        sd.log_tail()
+    );
+}
