@@ -1,0 +1,145 @@
+//! rk-craft: sends hand-made IPv4/TCP packets through a raw socket from the network namespace it
+//! runs in, and prints one JSON line saying what it sent. Needs CAP_NET_RAW.
+//!
+//! ```text
+//! rk-craft flood --src IP [--src-count N] --dst IP --port P --rate PPS --secs S [--seed N]
+//! rk-craft malformed --src IP --dst IP --port P --first-sport P [--garbage N] [--seed N]
+//! rk-craft inject --from IP:PORT --to IP:PORT --kind rst|data --count N --rate PPS [--seed N]
+//! ```
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use integration::catalogue::{self, Target};
+use integration::flood::{self, FloodSpec, RawSender};
+use integration::inject::{self, InjectSpec};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rk-craft: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<String, String> {
+    let (mode, rest) = args
+        .split_first()
+        .ok_or("missing mode (flood, malformed, inject)")?;
+    let flags = Flags::parse(rest)?;
+    let sender = RawSender::open().map_err(|e| format!("opening a raw socket: {e}"))?;
+    match mode.as_str() {
+        "flood" => {
+            let spec = FloodSpec {
+                src: flags.get("src")?,
+                src_count: flags.get_or("src-count", 1)?,
+                dst: flags.get("dst")?,
+                dport: flags.get("port")?,
+                rate: flags.get("rate")?,
+                duration: Duration::from_secs_f64(flags.get("secs")?),
+                seed: flags.get_or("seed", 1)?,
+            };
+            Ok(flood::run(&sender, &spec).to_line())
+        }
+        "malformed" => {
+            let target = Target {
+                src: flags.get("src")?,
+                dst: flags.get("dst")?,
+                dport: flags.get("port")?,
+                first_sport: flags.get("first-sport")?,
+                garbage: flags.get_or("garbage", 64)?,
+                seed: flags.get_or("seed", 1)?,
+            };
+            let (mut packets, mut errors) = (0, Vec::new());
+            for case in catalogue::cases(&target) {
+                for p in &case.packets {
+                    match sender.send(p) {
+                        Ok(()) => packets += 1,
+                        Err(e) => errors.push(format!("{}: {e}", case.name)),
+                    }
+                }
+            }
+            Ok(format!(
+                "{{\"packets\":{packets},\"errors\":{}}}",
+                json_strings(&errors)
+            ))
+        }
+        "inject" => {
+            let spec = InjectSpec {
+                from: flags.get("from")?,
+                to: flags.get("to")?,
+                kind: flags.get("kind")?,
+                count: flags.get("count")?,
+                seed: flags.get_or("seed", 1)?,
+            };
+            let rate = flags.get("rate")?;
+            let report = flood::paced(
+                &sender,
+                rate,
+                Duration::MAX,
+                spec.count,
+                inject::guesses(&spec),
+            );
+            Ok(report.to_line())
+        }
+        other => Err(format!("unknown mode {other:?} (flood, malformed, inject)")),
+    }
+}
+
+/// `--name value` pairs.
+struct Flags(HashMap<String, String>);
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Flags, String> {
+        let mut map = HashMap::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let name = flag
+                .strip_prefix("--")
+                .ok_or_else(|| format!("expected --flag, got {flag:?}"))?;
+            let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            map.insert(name.to_owned(), value.clone());
+        }
+        Ok(Flags(map))
+    }
+
+    fn get<T: FromStr>(&self, name: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let value = self
+            .0
+            .get(name)
+            .ok_or_else(|| format!("missing --{name}"))?;
+        value
+            .parse()
+            .map_err(|e| format!("--{name} {value:?}: {e}"))
+    }
+
+    fn get_or<T: FromStr>(&self, name: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        if self.0.contains_key(name) {
+            self.get(name)
+        } else {
+            Ok(default)
+        }
+    }
+}
+
+fn json_strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("[{}]", quoted.join(","))
+}
