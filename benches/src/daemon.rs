@@ -10,6 +10,8 @@ use crate::{procstat, Error, Result};
 
 /// How long a daemon may take to answer on its control socket after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a daemon may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running rackd, ended (by pid, through its process handle) when dropped.
 #[derive(Debug)]
@@ -75,6 +77,27 @@ impl Daemon {
             pid: process.pid(),
             process,
         })
+    }
+
+    /// Stops the daemon with SIGTERM (it removes its rules) and waits for it to exit; fails if
+    /// it does not exit cleanly in time.
+    pub fn stop(self) -> Result<()> {
+        // The process is our child and not yet reaped, so its pid cannot have been reused.
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .map_err(|e| self.error(format!("SIGTERM to pid {}: {e}", self.pid)))?;
+        let output = self.process.wait(STOP_TIMEOUT).map_err(|e| {
+            let _ = self.process.kill();
+            self.error(format!("did not stop on SIGTERM: {e}"))
+        })?;
+        if output.success() {
+            Ok(())
+        } else {
+            Err(self.error(format!(
+                "exited with {} on SIGTERM; its stderr: {:?}",
+                output.status, output.stderr
+            )))
+        }
     }
 
     /// The host it runs in.

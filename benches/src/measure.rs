@@ -1,10 +1,10 @@
 //! The measurements: each runs traffic programs in one scenario and records samples.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rackctl::proto::{ConnState, ConnectionStatus};
 
-use crate::daemon::{is_failure_noticed, is_negotiating, Daemon};
+use crate::daemon::{is_failure_noticed, Daemon};
 use crate::metrics::Mode;
 use crate::peer::client::echo_times;
 use crate::peer::{
@@ -25,10 +25,12 @@ const FLOW_LIMIT: Duration = Duration::from_secs(30);
 const CONNECTED_LIMIT: Duration = Duration::from_secs(3);
 /// Idle connections: ports of the servers holding them, one per repetition.
 const IDLE_PORT: u16 = 6000;
-/// How long the daemons get to take in all idle connections.
-const IDLE_LISTED_LIMIT: Duration = Duration::from_secs(60);
-/// Pause before reading memory once the idle connections are in place.
-const IDLE_SETTLE: Duration = Duration::from_millis(500);
+/// Interval over which the daemons' CPU use is checked before memory is read.
+const CALM_INTERVAL: Duration = Duration::from_millis(500);
+/// Share of a core below which the daemons count as done with the new idle connections.
+const CALM_SHARE: f64 = 0.2;
+/// How long the daemons may stay busy after the idle connections opened.
+const CALM_LIMIT: Duration = Duration::from_secs(60);
 /// The bulk transfers of one repetition: flows and direction.
 const BULK_RUNS: [(u32, Direction); 4] = [
     (1, Direction::Up),
@@ -146,11 +148,16 @@ pub fn connections(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) 
 }
 
 /// Daemon memory per idle connection and daemon CPU while they idle (rackd modes only).
-pub fn idle(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+///
+/// The daemons are restarted first, so that memory freed by earlier measurements does not hide
+/// the cost, and their status is not asked for before memory is read (a status of thousands
+/// of connections needs megabytes of buffers): they are left until their CPU use calms down.
+pub fn idle(sc: &mut Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
     let mode = sc.mode();
     if !mode.has_daemon() {
         return Ok(());
     }
+    sc.restart_daemons()?;
     let port = IDLE_PORT + u16::try_from(rep).unwrap_or(0);
     let count = plan.idle_connections;
     let server = sc.extra_server(port)?;
@@ -171,25 +178,9 @@ pub fn idle(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Resu
             format!("{count} connections asked for, {held:?}"),
         ));
     }
-    let states = match mode {
-        Mode::Managed => settle_managed(sc, port, count)?,
-        _ => {
-            let listed = sc.daemons()[0].connections_on(port)?;
-            if !listed.is_empty() {
-                return Err(check(
-                    mode,
-                    "idle",
-                    format!(
-                        "{} connections to a host without rackd are tracked",
-                        listed.len()
-                    ),
-                ));
-            }
-            Vec::new()
-        }
-    };
-    std::thread::sleep(IDLE_SETTLE);
+    let calm = wait_calm(sc.daemons())?;
     let rss_after = rss_of(sc.daemons())?;
+    let states = check_idle_listing(sc, port, count)?;
     let per_conn = rss_before
         .iter()
         .zip(&rss_after)
@@ -216,10 +207,11 @@ pub fn idle(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Resu
         serde_json::json!({
             "connections": count,
             "open_elapsed_ns": held.elapsed_ns,
+            "calm_after_ms": calm.as_millis() as u64,
             "rss_before": rss_before,
             "rss_after": rss_after,
             "cpu_percent": cpu_pct,
-            "states": states,
+            "client_daemon_states": states,
         }),
     );
     // The server closes first, so TIME_WAIT stays there and the client's ports are free again.
@@ -229,33 +221,54 @@ pub fn idle(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Resu
     Ok(())
 }
 
-/// Waits until both daemons list all `count` idle connections on `port` and none is still
-/// negotiating (or a few seconds pass: today's daemon keeps them negotiating); returns the
-/// client daemon's count per state.
-fn settle_managed(sc: &Scenario, port: u16, count: u64) -> Result<Vec<(String, u64)>> {
-    let every = Duration::from_millis(250);
-    let mut listed = vec![0u64; sc.daemons().len()];
-    let all_listed = poll(IDLE_LISTED_LIMIT, every, || {
-        for (n, daemon) in listed.iter_mut().zip(sc.daemons()) {
-            *n = daemon.connections_on(port)?.len() as u64;
+/// Waits until the daemons together use less than [`CALM_SHARE`] of a core over two
+/// consecutive [`CALM_INTERVAL`]s; returns how long that took.
+fn wait_calm(daemons: &[Daemon]) -> Result<Duration> {
+    let start = Instant::now();
+    let mut calm_intervals = 0;
+    let mut last: f64 = cpu_of(daemons)?.iter().sum();
+    while calm_intervals < 2 {
+        if start.elapsed() > CALM_LIMIT {
+            return Err(Error::Daemon {
+                host: daemons
+                    .iter()
+                    .map(Daemon::host)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                detail: format!("still busy {CALM_LIMIT:?} after the idle connections opened"),
+            });
         }
-        Ok(listed.iter().all(|n| *n >= count))
-    })?;
-    if !all_listed {
+        std::thread::sleep(CALM_INTERVAL);
+        let now: f64 = cpu_of(daemons)?.iter().sum();
+        if now - last < CALM_INTERVAL.as_secs_f64() * CALM_SHARE {
+            calm_intervals += 1;
+        } else {
+            calm_intervals = 0;
+        }
+        last = now;
+    }
+    Ok(start.elapsed())
+}
+
+/// Checks that managed mode's daemons list all `count` idle connections on `port` and released
+/// mode's daemon none; returns the client daemon's count per state.
+fn check_idle_listing(sc: &Scenario, port: u16, count: u64) -> Result<Vec<(String, u64)>> {
+    let mode = sc.mode();
+    let mut listed = Vec::new();
+    for daemon in sc.daemons() {
+        listed.push(daemon.connections_on(port)?);
+    }
+    let counts: Vec<usize> = listed.iter().map(Vec::len).collect();
+    let expected = if mode == Mode::Managed { count } else { 0 };
+    if counts.iter().any(|n| *n as u64 != expected) {
         return Err(check(
-            Mode::Managed,
+            mode,
             "idle",
-            format!(
-                "{count} connections open, the daemons list {listed:?} after {IDLE_LISTED_LIMIT:?}"
-            ),
+            format!("{count} connections open, {expected} expected in each daemon's status, listed: {counts:?}"),
         ));
     }
-    poll(Duration::from_secs(3), every, || {
-        let conns = sc.daemons()[0].connections_on(port)?;
-        Ok(!conns.iter().any(|c| is_negotiating(c.state)))
-    })?;
     let mut states: Vec<(String, u64)> = Vec::new();
-    for c in sc.daemons()[0].connections_on(port)? {
+    for c in listed.first().into_iter().flatten() {
         let name = c.state.as_str();
         match states.iter_mut().find(|(s, _)| s == name) {
             Some((_, n)) => *n += 1,

@@ -24,6 +24,7 @@ pub struct Plan {
     /// Repetitions of the failure/restore measurement.
     pub failure_reps: u32,
     /// How long the path stays cut (at least; longer if the daemon needs longer to notice).
+    /// Longer than rackd's default detection time (4 s), so every mode sees the same outage.
     pub outage_ms: u64,
     /// How long to wait for the daemon to notice a cut before calling it a miss.
     pub detect_limit_ms: u64,
@@ -38,14 +39,14 @@ impl Plan {
         Plan {
             name: "full",
             reps: 5,
-            bulk_bytes: 1 << 30,
+            bulk_bytes: 2 << 30,
             round_trips: 20_000,
             connections: 2_000,
             idle_connections: 10_000,
             idle_reps: 3,
             idle_cpu_window_ms: 5_000,
             failure_reps: 3,
-            outage_ms: 2_000,
+            outage_ms: 4_500,
             detect_limit_ms: 10_000,
             trickle_interval_ms: 5,
         }
@@ -63,7 +64,7 @@ impl Plan {
             idle_reps: 1,
             idle_cpu_window_ms: 1_000,
             failure_reps: 1,
-            outage_ms: 1_000,
+            outage_ms: 4_500,
             detect_limit_ms: 6_000,
             trickle_interval_ms: 5,
         }

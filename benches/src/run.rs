@@ -12,7 +12,7 @@ use crate::scenario::{Scenario, Tools};
 use crate::{Error, Result};
 
 /// A measurement over one scenario and one repetition.
-type Measurement = fn(&Scenario, &Plan, u32, &mut Samples) -> Result<()>;
+type Measurement = fn(&mut Scenario, &Plan, u32, &mut Samples) -> Result<()>;
 
 /// Runs every measurement of `plan` in native, released and managed mode. `progress` gets a
 /// line per step.
@@ -28,7 +28,7 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
         ))
     };
 
-    let scenarios = Mode::ALL
+    let mut scenarios = Mode::ALL
         .iter()
         .map(|mode| {
             step(&format!("{mode}: starting topology and daemons"));
@@ -48,20 +48,25 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
         (
             "bulk, latency, connections",
             plan.reps,
-            &[measure::bulk, measure::pingpong, measure::connections],
+            &[
+                |sc, plan, rep, samples| measure::bulk(sc, plan, rep, samples),
+                |sc, plan, rep, samples| measure::pingpong(sc, plan, rep, samples),
+                |sc, plan, rep, samples| measure::connections(sc, plan, rep, samples),
+            ],
         ),
         ("idle connections", plan.idle_reps, &[measure::idle]),
         (
             "failure and restore",
             plan.failure_reps,
-            &[measure::failure],
+            &[|sc, plan, rep, samples| measure::failure(sc, plan, rep, samples)],
         ),
     ];
     for (name, reps, measurements) in phases {
         for rep in 0..reps {
             // A different mode goes first in each repetition.
-            for i in 0..scenarios.len() {
-                let sc = &scenarios[(rep as usize + i) % scenarios.len()];
+            let count = scenarios.len();
+            for i in 0..count {
+                let sc = &mut scenarios[(rep as usize + i) % count];
                 step(&format!("{name} {}/{reps}: {}", rep + 1, sc.mode()));
                 for measurement in measurements {
                     measurement(sc, plan, rep, &mut samples)?;

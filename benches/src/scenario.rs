@@ -44,6 +44,7 @@ impl Tools {
 pub struct Scenario {
     mode: Mode,
     peer: PathBuf,
+    rackd: PathBuf,
     /// Client daemon first (released and managed), then the server's (managed).
     daemons: Vec<Daemon>,
     _server: Process,
@@ -57,28 +58,27 @@ impl Scenario {
     pub fn start(mode: Mode, tools: &Tools) -> Result<Scenario> {
         let topo = Topology::new()?;
         let dir = std::env::temp_dir().join(format!("rkb-{}", topo.id()));
-        let mut daemons = Vec::new();
-        let daemon_hosts: &[&str] = match mode {
-            Mode::Native => &[],
-            Mode::Released => &["client"],
-            Mode::Managed => &["client", "server"],
-        };
-        for name in daemon_hosts {
-            daemons.push(Daemon::start(
-                &tools.rackd,
-                topo.host(name),
-                &dir.join(name),
-            )?);
-        }
+        let daemons = start_daemons(mode, &tools.rackd, &topo, &dir)?;
         let server = serve(&tools.peer, topo.host("server"), SERVICE_PORT)?;
         Ok(Scenario {
             mode,
             peer: tools.peer.clone(),
+            rackd: tools.rackd.clone(),
             daemons,
             _server: server,
             dir,
             topo,
         })
+    }
+
+    /// Stops the daemons (SIGTERM) and starts fresh ones: a clean baseline for memory.
+    /// Connections open meanwhile are not managed by the new daemons.
+    pub fn restart_daemons(&mut self) -> Result<()> {
+        for daemon in self.daemons.drain(..) {
+            daemon.stop()?;
+        }
+        self.daemons = start_daemons(self.mode, &self.rackd, &self.topo, &self.dir)?;
+        Ok(())
     }
 
     /// Which mode this is.
@@ -208,6 +208,19 @@ impl Drop for Scenario {
         // The control sockets and configuration files; the topology removes everything else.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts the daemons `mode` has: none, the client's, or the client's and the server's.
+fn start_daemons(mode: Mode, rackd: &Path, topo: &Topology, dir: &Path) -> Result<Vec<Daemon>> {
+    let hosts: &[&str] = match mode {
+        Mode::Native => &[],
+        Mode::Released => &["client"],
+        Mode::Managed => &["client", "server"],
+    };
+    hosts
+        .iter()
+        .map(|name| Daemon::start(rackd, topo.host(name), &dir.join(name)))
+        .collect()
 }
 
 /// Starts `rkb-peer serve` on `port` in `host` and waits until it listens.

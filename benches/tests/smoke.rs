@@ -39,7 +39,7 @@ fn e2e(args: &[&str], rackd: Option<&Path>) -> std::process::Output {
 }
 
 /// The samples of `metric` for `mode` in the JSON.
-fn values<'a>(json: &'a serde_json::Value, metric: &str, mode: &str) -> Vec<f64> {
+fn values(json: &serde_json::Value, metric: &str, mode: &str) -> Vec<f64> {
     json["samples"]["values"][metric][mode]
         .as_array()
         .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
