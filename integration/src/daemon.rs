@@ -15,8 +15,8 @@ pub struct DaemonOptions {
     /// Contents of its configuration file.
     pub config: String,
     pub log_level: String,
-    /// Soft and hard `RLIMIT_NOFILE`, as a service manager would set them (`None`: inherited).
-    pub open_files: Option<(u64, u64)>,
+    /// Soft `RLIMIT_NOFILE`, as a service manager would set it (`None`: inherited).
+    pub open_files: Option<u64>,
 }
 
 impl Default for DaemonOptions {
@@ -68,9 +68,9 @@ impl Daemon {
         let rackd = netns_tests::workspace_bin("rackd")?;
         let mut command = match options.open_files {
             // prlimit sets the limits and execs rackd: the pid stays rackd's.
-            Some((soft, hard)) => host
+            Some(soft) => host
                 .command("prlimit")
-                .arg(format!("--nofile={soft}:{hard}"))
+                .arg(format!("--nofile={soft}:"))
                 .arg(&rackd),
             None => host.command(&rackd),
         };
