@@ -779,6 +779,7 @@ fn injection_during_suspension_does_not_break_the_connection() {
         },
     );
 
+    let queued_before = m.client.status().unwrap().daemon.packets_queued;
     let third = m.third();
     let inject = |from: &str, to: &str, kind: &str, count: u64| {
         let args: Vec<String> = [
@@ -816,6 +817,12 @@ fn injection_during_suspension_does_not_break_the_connection() {
             d.log()
         );
     }
+    // The forged packets matched the suspended flow's queue rule, so rackd judged them all.
+    let queued = m.client.status().unwrap().daemon.packets_queued - queued_before;
+    assert!(
+        queued >= 2 * 65_536,
+        "the client's rackd saw only {queued} packets; the injection did not reach it"
+    );
     let states = m.states();
     assert!(
         matches!(
