@@ -23,7 +23,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::{BitOr, Range};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// How long a request waits for the kernel's next reply datagram.
@@ -261,6 +261,8 @@ impl SockInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     Open,
+    Subscribe,
+    ReadDestroyed,
     Dump {
         family: Family,
     },
@@ -274,6 +276,8 @@ impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Request::Open => write!(f, "opening the NETLINK_SOCK_DIAG socket"),
+            Request::Subscribe => write!(f, "subscribing to TCP socket destroy notifications"),
+            Request::ReadDestroyed => write!(f, "reading TCP socket destroy notifications"),
             Request::Dump { family } => write!(f, "dump of {family} TCP sockets"),
             Request::Lookup { local, remote } => {
                 write!(f, "lookup of TCP socket {local} -> {remote}")
@@ -360,11 +364,7 @@ pub struct SockDiag {
 impl SockDiag {
     pub fn open() -> Result<Self, Error> {
         Ok(Self {
-            fd: open_socket().map_err(|source| Error::Io {
-                request: Request::Open,
-                call: "socket",
-                source,
-            })?,
+            fd: open_request_socket().map_err(|e| e.during(Request::Open))?,
             seq: 0,
             buf: vec![0; RECV_BUF_LEN],
             stale: false,
@@ -404,7 +404,7 @@ impl SockDiag {
     ) -> Result<Option<SockInfo>, Error> {
         let (local, remote) = (normalise(local), normalise(remote));
         let request = Request::Lookup { local, remote };
-        let attempts: &[(Family, fn(IpAddr) -> [u8; 16])] = match (local.ip(), remote.ip()) {
+        let attempts: &[(Family, AddressBytes)] = match (local.ip(), remote.ip()) {
             (IpAddr::V4(_), IpAddr::V4(_)) => {
                 &[(Family::V4, v4_bytes), (Family::V6, v4_mapped_bytes)]
             }
@@ -459,11 +459,7 @@ impl SockDiag {
         out: &mut Vec<SockInfo>,
     ) -> Result<(), Error> {
         if self.stale {
-            self.fd = open_socket().map_err(|source| Error::Io {
-                request,
-                call: "socket",
-                source,
-            })?;
+            self.fd = open_request_socket().map_err(|e| e.during(request))?;
             self.stale = false;
         }
         self.seq = self.seq.wrapping_add(1);
@@ -496,9 +492,7 @@ impl SockDiag {
     }
 
     fn send(&self, request: Request, message: &[u8]) -> Result<(), Error> {
-        // SAFETY: sockaddr_nl is plain data; all-zero is valid (pid 0 = the kernel).
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let kernel = kernel_address();
         loop {
             // SAFETY: `message` and `kernel` are valid for the lengths passed and outlive the call.
             let n = unsafe {
@@ -527,75 +521,262 @@ impl SockDiag {
 
     /// Receives one datagram into `self.buf`; returns its length.
     fn recv(&mut self, request: Request) -> Result<usize, Error> {
+        match recv_datagram(&self.fd, &mut self.buf) {
+            Ok(len) if len > self.buf.len() => Err(Error::Truncated {
+                request,
+                len,
+                cap: self.buf.len(),
+            }),
+            Ok(len) => Ok(len),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Error::Timeout { request }),
+            Err(source) => Err(Error::Io {
+                request,
+                call: "recv",
+                source,
+            }),
+        }
+    }
+}
+
+/// Notifications of destroyed TCP sockets of the current network namespace (sock_diag's
+/// destroy multicast groups): when the kernel frees a socket it sends the socket's last state and
+/// `tcp_info`, final byte counts included, so closed connections are noticed without polling.
+///
+/// A socket is freed when its connection is over: at once on a RST or an abort, after the FIN
+/// exchange otherwise (the TIME_WAIT entry that may follow is not a socket and is not reported).
+/// Every socket of the namespace is reported, listeners and never-connected ones too. Needs
+/// CAP_NET_ADMIN. The descriptor is non-blocking: register it with an event loop and call
+/// [`DestroyEvents::drain`] when it is readable.
+#[derive(Debug)]
+pub struct DestroyEvents {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+/// What one [`DestroyEvents::drain`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Notifications appended to the caller's vector.
+    pub events: usize,
+    /// The kernel dropped notifications because the receive buffer was full: reconcile with a
+    /// [`SockDiag::dump`]. The subscription stays valid.
+    pub overrun: bool,
+}
+
+impl DestroyEvents {
+    /// Kernel-side buffer for unread notifications (each takes about 1 KiB of it).
+    pub const RCVBUF: usize = 8 << 20;
+
+    pub fn subscribe() -> Result<Self, Error> {
+        let request = Request::Subscribe;
+        let fd = open_socket(libc::SOCK_NONBLOCK).map_err(|e| e.during(request))?;
+        let size = libc::c_int::try_from(Self::RCVBUF).unwrap_or(libc::c_int::MAX);
+        // SO_RCVBUFFORCE may exceed net.core.rmem_max (needs CAP_NET_ADMIN, which joining the
+        // groups needs anyway); SO_RCVBUF is the capped fallback.
+        set_option(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size,
+            "setsockopt(SO_RCVBUFFORCE)",
+        )
+        .or_else(|_| {
+            set_option(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size,
+                "setsockopt(SO_RCVBUF)",
+            )
+        })
+        .map_err(|e| e.during(request))?;
+        // Binding also gives the socket a port id: an unbound one (id 0) never receives a
+        // multicast, because the sender, the kernel, has id 0 too.
+        let mut addr = kernel_address();
+        addr.nl_groups = [
+            wire::SKNLGRP_INET_TCP_DESTROY,
+            wire::SKNLGRP_INET6_TCP_DESTROY,
+        ]
+        .into_iter()
+        .fold(0, |mask, group| mask | 1 << (group - 1));
+        // SAFETY: `addr` is a valid sockaddr_nl that outlives the call; its size is passed.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::last("bind to the destroy groups").during(request));
+        }
+        Ok(Self {
+            fd,
+            buf: vec![0; RECV_BUF_LEN],
+        })
+    }
+
+    /// Appends every notification queued now to `out`; never blocks.
+    pub fn drain(&mut self, out: &mut Vec<SockInfo>) -> Result<Drained, Error> {
+        let request = Request::ReadDestroyed;
+        let before = out.len();
+        let mut overrun = false;
         loop {
-            // SAFETY: `buf` is valid for writes of its length. With MSG_TRUNC a netlink socket
-            // returns the datagram's real length but still writes at most `buf.len()` bytes.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            if let Ok(len) = usize::try_from(n) {
-                if len > self.buf.len() {
-                    return Err(Error::Truncated {
-                        request,
-                        len,
-                        cap: self.buf.len(),
-                    });
+            let len = match recv_datagram(&self.fd, &mut self.buf) {
+                Ok(len) if len > self.buf.len() => {
+                    let cap = self.buf.len();
+                    return Err(Error::Truncated { request, len, cap });
                 }
-                return Ok(len);
-            }
-            let source = io::Error::last_os_error();
-            match source.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Err(Error::Timeout { request }),
-                _ => {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let events = out.len() - before;
+                    return Ok(Drained { events, overrun });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overrun = true;
+                    continue;
+                }
+                Err(source) => {
+                    let call = "recv";
                     return Err(Error::Io {
                         request,
-                        call: "recv",
+                        call,
                         source,
-                    })
+                    });
+                }
+            };
+            // Notifications carry sequence number 0.
+            for reply in Replies::new(&self.buf[..len], 0) {
+                match reply.map_err(|source| Error::Malformed { request, source })? {
+                    Reply::Sock(sock) => out.push(sock),
+                    Reply::Done => {}
+                    Reply::Failed { errno } => return Err(Error::Kernel { request, errno }),
                 }
             }
         }
     }
 }
 
-fn open_socket() -> io::Result<OwnedFd> {
+impl AsFd for DestroyEvents {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A failed system call, before it is tied to a request.
+#[derive(Debug)]
+struct SysError {
+    call: &'static str,
+    source: io::Error,
+}
+
+impl SysError {
+    fn last(call: &'static str) -> Self {
+        Self {
+            call,
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    fn during(self, request: Request) -> Error {
+        Error::Io {
+            request,
+            call: self.call,
+            source: self.source,
+        }
+    }
+}
+
+/// The kernel's netlink address (port id 0, no groups).
+fn kernel_address() -> libc::sockaddr_nl {
+    // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr
+}
+
+/// A `NETLINK_SOCK_DIAG` socket; `extra_flags` are `SOCK_*` type flags such as `SOCK_NONBLOCK`.
+fn open_socket(extra_flags: libc::c_int) -> Result<OwnedFd, SysError> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let raw = unsafe {
         libc::socket(
             libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | extra_flags,
             libc::NETLINK_SOCK_DIAG,
         )
     };
     if raw < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(SysError::last("socket"));
     }
     // SAFETY: `raw` is a fresh descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// The blocking socket of request/reply exchanges, with [`REPLY_TIMEOUT`] on receives.
+fn open_request_socket() -> Result<OwnedFd, SysError> {
+    let fd = open_socket(0)?;
     let tv = libc::timeval {
         tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
         tv_usec: REPLY_TIMEOUT.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: `tv` lives for the call and its length is passed.
+    set_option(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVTIMEO,
+        &tv,
+        "setsockopt(SO_RCVTIMEO)",
+    )?;
+    Ok(fd)
+}
+
+fn set_option<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    call: &'static str,
+) -> Result<(), SysError> {
+    // SAFETY: `value` is a live, initialised T for the duration of the call and its exact size
+    // is passed; the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(SysError::last(call));
     }
-    Ok(fd)
+    Ok(())
+}
+
+/// Receives one datagram into `buf` and returns its real length, which exceeds `buf.len()` when
+/// the datagram was truncated. Interrupted calls are retried.
+fn recv_datagram(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length. With MSG_TRUNC a netlink socket
+        // returns the datagram's real length but still writes at most `buf.len()` bytes.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(len) => return Ok(len),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 /// IPv4-mapped IPv6 addresses become IPv4: what the wire shows.
@@ -613,6 +794,9 @@ fn same_tuple(sock: &SockInfo, local: SocketAddr, remote: SocketAddr) -> bool {
     let same = |a: SocketAddr, b: SocketAddr| a.ip() == b.ip() && a.port() == b.port();
     same(sock.local, local) && same(sock.remote, remote)
 }
+
+/// How an address is written into a request's `inet_diag_sockid`.
+type AddressBytes = fn(IpAddr) -> [u8; 16];
 
 fn v4_bytes(ip: IpAddr) -> [u8; 16] {
     let mut out = [0; 16];
@@ -649,6 +833,9 @@ mod wire {
     pub const NLM_F_REQUEST: u16 = 0x1;
     pub const NLM_F_DUMP: u16 = 0x300;
     pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    /// Multicast groups of `enum sknetlink_groups`.
+    pub const SKNLGRP_INET_TCP_DESTROY: u32 = 1;
+    pub const SKNLGRP_INET6_TCP_DESTROY: u32 = 3;
 
     pub const RTA_HDR_LEN: usize = 4;
     /// `rta_type` without the NLA_F_NESTED / NLA_F_NET_BYTEORDER flag bits.
@@ -844,8 +1031,8 @@ impl<'a> Replies<'a> {
         }
     }
 
-    /// The next message as (type, seq, payload), or None at the end of the datagram.
-    fn next_message(&mut self) -> Option<Result<(u16, u32, &'a [u8]), ParseError>> {
+    /// The next message, or None at the end of the datagram.
+    fn next_message(&mut self) -> Option<Result<RawMessage<'a>, ParseError>> {
         if self.rest.is_empty() {
             return None;
         }
@@ -868,10 +1055,19 @@ impl<'a> Replies<'a> {
         };
         let message = &self.rest[..total];
         self.rest = self.rest.get(align4(total)..).unwrap_or(&[]);
-        let ty = ne_u16(message, wire::nlmsg::TYPE);
-        let seq = ne_u32(message, wire::nlmsg::SEQ);
-        Some(Ok((ty, seq, &message[wire::NLMSG_HDR_LEN..])))
+        Some(Ok(RawMessage {
+            ty: ne_u16(message, wire::nlmsg::TYPE),
+            seq: ne_u32(message, wire::nlmsg::SEQ),
+            payload: &message[wire::NLMSG_HDR_LEN..],
+        }))
     }
+}
+
+/// One netlink message: its header's type and sequence number, and what follows the header.
+struct RawMessage<'a> {
+    ty: u16,
+    seq: u32,
+    payload: &'a [u8],
 }
 
 impl Iterator for Replies<'_> {
@@ -879,7 +1075,7 @@ impl Iterator for Replies<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (ty, seq, payload) = match self.next_message()? {
+            let RawMessage { ty, seq, payload } = match self.next_message()? {
                 Ok(m) => m,
                 Err(e) => return Some(Err(e)),
             };
@@ -1280,6 +1476,20 @@ mod tests {
             replies(&nlmsg(wire::NLMSG_DONE, SEQ, &[])),
             [Ok(Reply::Done)]
         );
+    }
+
+    #[test]
+    fn destroy_notifications_parse_like_replies() {
+        // Shaped like the kernel's broadcast: sequence 0, INET_DIAG_PROTOCOL (u8) before INFO.
+        let protocol = attr(8 + 1, &[libc::IPPROTO_TCP as u8]);
+        let info = attr(wire::INET_DIAG_INFO, &tcp_info(232));
+        let msg = diag_msg(libc::AF_INET6, 7, &mapped_id(), &[protocol, info]);
+        let got: Vec<_> = Replies::new(&nlmsg(20, 0, &msg), 0).collect();
+        let [Ok(Reply::Sock(s))] = got.as_slice() else {
+            panic!("expected one socket, got {got:?}");
+        };
+        assert_eq!((s.state, s.bytes_acked), (TcpState::Close, 5_000_000_001));
+        assert_eq!(s.local, "192.0.2.2:40000".parse().unwrap());
     }
 
     #[test]
