@@ -23,9 +23,10 @@ use netns_tests::{Host, Process, StreamOptions, StreamRun, Topology};
 use rackctl::proto::{ConnState, ConnectionStatus, Status};
 
 /// Memory bound for one rackd under attack. The engine admits at most 65,536 connections into
-/// negotiation (`rackd::engine::MAX_NEGOTIATING`), a flow with its indexes costs a few hundred
-/// bytes, and a status listing all of them is a few tens of MB while it is built: 64 MiB leaves
-/// room for that, while a leak of even 1 KiB per flood SYN (100,000 of them) would exceed it.
+/// negotiation (`rackd::engine::MAX_NEGOTIATING`). What a negotiation must remember (addresses,
+/// two tokens, two ISNs, a time) fits well under 512 bytes per flow with its indexes, so the cap
+/// costs at most 32 MiB; the rest covers the ~8 MiB of a daemon at rest and the buffers of a
+/// status listing every flow. A leak of 1 KiB per flood SYN (100,000 of them) would exceed it.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 fn topology() -> Topology {
