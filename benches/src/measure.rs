@@ -31,13 +31,6 @@ const CALM_INTERVAL: Duration = Duration::from_millis(500);
 const CALM_SHARE: f64 = 0.2;
 /// How long the daemons may stay busy after the idle connections opened.
 const CALM_LIMIT: Duration = Duration::from_secs(60);
-/// The bulk transfers of one repetition: flows and direction.
-const BULK_RUNS: [(u32, Direction); 4] = [
-    (1, Direction::Up),
-    (1, Direction::Down),
-    (8, Direction::Up),
-    (8, Direction::Down),
-];
 
 fn check(mode: Mode, measurement: &'static str, detail: String) -> Error {
     Error::Check {
@@ -51,57 +44,73 @@ fn args(parts: &[&dyn ToString]) -> Vec<String> {
     parts.iter().map(|p| p.to_string()).collect()
 }
 
-/// Bulk throughput (1 and 8 flows, both directions) and the daemons' CPU per GB and RSS.
-pub fn bulk(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+/// Bulk throughput with `flows` connections in `direction`; the daemons' CPU time and the
+/// bytes moved are added to the scenario's [`BulkAccount`](crate::scenario::BulkAccount).
+pub fn bulk(
+    sc: &mut Scenario,
+    plan: &Plan,
+    rep: u32,
+    (flows, direction): (u32, Direction),
+    samples: &mut Samples,
+) -> Result<()> {
     let mode = sc.mode();
     let addr = sc.server_addr(SERVICE_PORT);
     let cpu_before = sc.daemon_cpu_seconds()?;
-    let mut moved = 0u64;
-    for (flows, direction) in BULK_RUNS {
-        let run = args(&[
-            &"bulk",
-            &addr,
-            &"--flows",
-            &flows,
-            &"--bytes",
-            &plan.bulk_bytes,
-            &"--direction",
-            &direction.as_str(),
-        ]);
-        let result: BulkResult = sc.run_client(&run, RUN_TIMEOUT)?;
-        if result.bytes != plan.bulk_bytes || result.flows != flows || result.elapsed_ns == 0 {
-            return Err(check(
-                mode,
-                "bulk",
-                format!(
-                    "asked for {} bytes over {flows} flows, got {result:?}",
-                    plan.bulk_bytes
-                ),
-            ));
-        }
-        // Bits per nanosecond are Gbit/s.
-        let gbps = result.bytes as f64 * 8.0 / result.elapsed_ns as f64;
-        samples.add(&format!("bulk_{flows}_{}", direction.as_str()), mode, gbps);
-        samples.raw(mode, "bulk", rep, &result);
-        moved += result.bytes;
-    }
-    if mode.has_daemon() {
-        let cpu = sc.daemon_cpu_seconds()? - cpu_before;
-        samples.add("cpu_per_gb", mode, cpu * 1000.0 / (moved as f64 / 1e9));
-        let rss = sc
-            .daemons()
-            .iter()
-            .map(Daemon::rss_bytes)
-            .collect::<Result<Vec<_>>>()?;
-        let largest = rss.iter().copied().max().unwrap_or(0);
-        samples.add("daemon_rss", mode, largest as f64 / 1024.0);
-        samples.raw(
+    let run = args(&[
+        &"bulk",
+        &addr,
+        &"--flows",
+        &flows,
+        &"--bytes",
+        &plan.bulk_bytes,
+        &"--direction",
+        &direction.as_str(),
+    ]);
+    let result: BulkResult = sc.run_client(&run, RUN_TIMEOUT)?;
+    if result.bytes != plan.bulk_bytes || result.flows != flows || result.elapsed_ns == 0 {
+        return Err(check(
             mode,
-            "daemon_after_bulk",
-            rep,
-            serde_json::json!({ "cpu_seconds": cpu, "bytes": moved, "rss_bytes": rss }),
-        );
+            "bulk",
+            format!(
+                "asked for {} bytes over {flows} flows, got {result:?}",
+                plan.bulk_bytes
+            ),
+        ));
     }
+    let cpu = sc.daemon_cpu_seconds()? - cpu_before;
+    sc.bulk_account.add(cpu, result.bytes);
+    // Bits per nanosecond are Gbit/s.
+    let gbps = result.bytes as f64 * 8.0 / result.elapsed_ns as f64;
+    samples.add(&format!("bulk_{flows}_{}", direction.as_str()), mode, gbps);
+    samples.raw(mode, "bulk", rep, &result);
+    Ok(())
+}
+
+/// The daemons' CPU per GB over the bulk runs since the last call, and their RSS.
+pub fn daemon_after_bulk(sc: &mut Scenario, rep: u32, samples: &mut Samples) -> Result<()> {
+    let mode = sc.mode();
+    let account = std::mem::take(&mut sc.bulk_account);
+    if !mode.has_daemon() || account.bytes == 0 {
+        return Ok(());
+    }
+    samples.add(
+        "cpu_per_gb",
+        mode,
+        account.cpu_seconds * 1000.0 / (account.bytes as f64 / 1e9),
+    );
+    let rss = rss_of(sc.daemons())?;
+    let largest = rss.iter().copied().max().unwrap_or(0);
+    samples.add("daemon_rss", mode, largest as f64 / 1024.0);
+    samples.raw(
+        mode,
+        "daemon_after_bulk",
+        rep,
+        serde_json::json!({
+            "cpu_seconds": account.cpu_seconds,
+            "bytes": account.bytes,
+            "rss_bytes": rss,
+        }),
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::measure;
 use crate::metrics::Mode;
+use crate::peer::Direction;
 use crate::plan::Plan;
 use crate::report::{summarize, Meta, Results};
 use crate::samples::Samples;
@@ -12,7 +13,54 @@ use crate::scenario::{Scenario, Tools};
 use crate::{Error, Result};
 
 /// A measurement over one scenario and one repetition.
-type Measurement = fn(&mut Scenario, &Plan, u32, &mut Samples) -> Result<()>;
+struct Measurement {
+    name: &'static str,
+    run: fn(&mut Scenario, &Plan, u32, &mut Samples) -> Result<()>,
+}
+
+/// Bulk, latency and connection measurements, repeated `plan.reps` times.
+const TRAFFIC: &[Measurement] = &[
+    Measurement {
+        name: "bulk, 1 flow up",
+        run: |sc, plan, rep, s| measure::bulk(sc, plan, rep, (1, Direction::Up), s),
+    },
+    Measurement {
+        name: "bulk, 1 flow down",
+        run: |sc, plan, rep, s| measure::bulk(sc, plan, rep, (1, Direction::Down), s),
+    },
+    Measurement {
+        name: "bulk, 8 flows up",
+        run: |sc, plan, rep, s| measure::bulk(sc, plan, rep, (8, Direction::Up), s),
+    },
+    Measurement {
+        name: "bulk, 8 flows down",
+        run: |sc, plan, rep, s| measure::bulk(sc, plan, rep, (8, Direction::Down), s),
+    },
+    Measurement {
+        name: "daemon CPU and memory after bulk",
+        run: |sc, _, rep, s| measure::daemon_after_bulk(sc, rep, s),
+    },
+    Measurement {
+        name: "request/response",
+        run: |sc, plan, rep, s| measure::pingpong(sc, plan, rep, s),
+    },
+    Measurement {
+        name: "connections",
+        run: |sc, plan, rep, s| measure::connections(sc, plan, rep, s),
+    },
+];
+
+/// Idle connections, repeated `plan.idle_reps` times.
+const IDLE: &[Measurement] = &[Measurement {
+    name: "idle connections",
+    run: measure::idle,
+}];
+
+/// Failure detection and restore, repeated `plan.failure_reps` times.
+const FAILURE: &[Measurement] = &[Measurement {
+    name: "failure and restore",
+    run: |sc, plan, rep, s| measure::failure(sc, plan, rep, s),
+}];
 
 /// Runs every measurement of `plan` in native, released and managed mode. `progress` gets a
 /// line per step.
@@ -44,34 +92,22 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
     }
 
     let mut samples = Samples::default();
-    let phases: [(&str, u32, &[Measurement]); 3] = [
-        (
-            "bulk, latency, connections",
-            plan.reps,
-            &[
-                |sc, plan, rep, samples| measure::bulk(sc, plan, rep, samples),
-                |sc, plan, rep, samples| measure::pingpong(sc, plan, rep, samples),
-                |sc, plan, rep, samples| measure::connections(sc, plan, rep, samples),
-            ],
-        ),
-        ("idle connections", plan.idle_reps, &[measure::idle]),
-        (
-            "failure and restore",
-            plan.failure_reps,
-            &[|sc, plan, rep, samples| measure::failure(sc, plan, rep, samples)],
-        ),
-    ];
-    for (name, reps, measurements) in phases {
+    for (measurements, reps) in [
+        (TRAFFIC, plan.reps),
+        (IDLE, plan.idle_reps),
+        (FAILURE, plan.failure_reps),
+    ] {
         for rep in 0..reps {
-            // A different mode goes first in each repetition.
-            let count = scenarios.len();
-            for i in 0..count {
-                let sc = &mut scenarios[(rep as usize + i) % count];
-                step(&format!("{name} {}/{reps}: {}", rep + 1, sc.mode()));
-                for measurement in measurements {
-                    measurement(sc, plan, rep, &mut samples)?;
+            for measurement in measurements {
+                step(&format!("{} {}/{reps}", measurement.name, rep + 1));
+                // Modes take turns run by run, a different one first each repetition, so
+                // that load from elsewhere on the machine hits them alike.
+                let count = scenarios.len();
+                for i in 0..count {
+                    let sc = &mut scenarios[(rep as usize + i) % count];
+                    (measurement.run)(sc, plan, rep, &mut samples)?;
+                    sc.check_daemons()?;
                 }
-                sc.check_daemons()?;
             }
         }
     }

@@ -39,6 +39,23 @@ impl Tools {
     }
 }
 
+/// Daemon CPU time spent during bulk transfers, and the bytes they moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BulkAccount {
+    /// CPU seconds of all daemons.
+    pub cpu_seconds: f64,
+    /// Bytes transferred.
+    pub bytes: u64,
+}
+
+impl BulkAccount {
+    /// Adds one transfer.
+    pub fn add(&mut self, cpu_seconds: f64, bytes: u64) {
+        self.cpu_seconds += cpu_seconds;
+        self.bytes += bytes;
+    }
+}
+
 /// A topology set up for one mode. Dropping it ends its programs and removes its namespaces.
 #[derive(Debug)]
 pub struct Scenario {
@@ -49,6 +66,8 @@ pub struct Scenario {
     daemons: Vec<Daemon>,
     _server: Process,
     dir: PathBuf,
+    /// Daemon CPU over the bulk transfers since it was last taken.
+    pub bulk_account: BulkAccount,
     // Last: dropped after the processes above are ended.
     topo: Topology,
 }
@@ -67,6 +86,7 @@ impl Scenario {
             daemons,
             _server: server,
             dir,
+            bulk_account: BulkAccount::default(),
             topo,
         })
     }

@@ -62,22 +62,33 @@ pub fn render(rows: &[Row]) -> String {
     }
     let _ = writeln!(
         svg,
-        r#"<text x="{}" y="43">| target   red = miss</text>"#,
-        LABEL_WIDTH + 220.0
+        r#"<line x1="{0}" y1="31" x2="{0}" y2="45" stroke="black" stroke-width="2"/><text x="{1}" y="43">target</text>"#,
+        LABEL_WIDTH + 226.0,
+        LABEL_WIDTH + 232.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<rect x="{}" y="32" width="12" height="12" fill="white" stroke="{MISS_COLOUR}" stroke-width="2"/><text x="{}" y="43" fill="{MISS_COLOUR}">missed</text>"#,
+        LABEL_WIDTH + 300.0,
+        LABEL_WIDTH + 316.0
     );
     let bottom = height - 30.0;
-    let _ = writeln!(
-        svg,
-        r##"<line x1="{0}" y1="{TOP}" x2="{0}" y2="{bottom}" stroke="#555" stroke-dasharray="4 3"/><text x="{0}" y="{1}" text-anchor="middle">1.0</text>"##,
-        x(1.0),
-        bottom + 14.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="end">{scale_max:.1}</text>"#,
-        LABEL_WIDTH + PLOT_WIDTH,
-        bottom + 14.0
-    );
+    // A light grid every 0.5, the native line at 1.0 dashed.
+    let mut tick = 0.0;
+    while tick <= scale_max + 1e-9 {
+        let stroke = if (tick - 1.0f64).abs() < 1e-9 {
+            r##"stroke="#555" stroke-dasharray="4 3""##
+        } else {
+            r##"stroke="#ddd""##
+        };
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{bottom}" {stroke}/><text x="{0:.1}" y="{1}" text-anchor="middle">{tick:.1}</text>"#,
+            x(tick),
+            bottom + 14.0
+        );
+        tick += 0.5;
+    }
     for (i, row) in plotted.iter().enumerate() {
         let y = TOP + i as f64 * ROW_HEIGHT;
         let better = if row.higher_is_better {
@@ -126,18 +137,18 @@ fn bar(
     let Some(ratio) = judged.ratio else {
         return;
     };
-    let fill = if judged.verdict == Verdict::Miss {
-        MISS_COLOUR
+    let missed = judged.verdict == Verdict::Miss;
+    let outline = if missed {
+        format!(r#" stroke="{MISS_COLOUR}" stroke-width="2""#)
     } else {
-        colour
+        String::new()
     };
     let _ = writeln!(
         svg,
-        r#"<rect x="{LABEL_WIDTH}" y="{y}" width="{:.1}" height="{BAR_HEIGHT}" fill="{fill}"/><text x="{:.1}" y="{:.1}" font-size="10">{ratio:.3}</text>"#,
+        r#"<rect x="{LABEL_WIDTH}" y="{y}" width="{:.1}" height="{BAR_HEIGHT}" fill="{colour}"{outline}/>"#,
         x(ratio) - LABEL_WIDTH,
-        x(ratio) + 4.0,
-        y + BAR_HEIGHT - 2.0
     );
+    let mut text_x = x(ratio);
     if let Some(Goal::RatioAtLeast(t) | Goal::RatioAtMost(t)) = goal {
         let _ = writeln!(
             svg,
@@ -146,7 +157,19 @@ fn bar(
             y - 1.0,
             y + BAR_HEIGHT + 1.0
         );
+        text_x = text_x.max(x(t));
     }
+    let (text_colour, suffix) = if missed {
+        (MISS_COLOUR, " missed")
+    } else {
+        ("black", "")
+    };
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{text_colour}">{ratio:.3}{suffix}</text>"#,
+        text_x + 4.0,
+        y + BAR_HEIGHT - 2.0
+    );
 }
 
 #[cfg(test)]
@@ -165,12 +188,10 @@ mod tests {
         let svg = render(&summarize(&s));
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(
-            svg.matches(&format!("fill=\"{MISS_COLOUR}\"")).count(),
-            1,
-            "{svg}"
-        );
-        assert!(svg.contains(">1.500<"), "{svg}");
+        // One bar missed its target (1.5× > 1.10×), the other met it (1.0× ≤ 1.01×).
+        assert_eq!(svg.matches(" missed<").count(), 1, "{svg}");
+        assert!(svg.contains(">1.500 missed<"), "{svg}");
+        assert!(svg.contains(">1.000<"), "{svg}");
         assert_eq!(escape("a<b & c>"), "a&lt;b &amp; c&gt;");
     }
 }
