@@ -50,7 +50,6 @@ mod error;
 pub mod fuzzing;
 pub mod ipv4;
 pub mod ipv6;
-pub mod legacy;
 pub mod options;
 mod packet;
 pub mod seq;
@@ -65,8 +64,6 @@ pub use options::{SackBlocks, TcpOption, TcpOptions};
 pub use packet::{parse_ip_tcp, Checksum, Family, IpPacket, TcpIpPacket};
 pub use seq::SeqNum;
 pub use seqadj::SeqAdjust;
-// The first API, still used by rackd (see `legacy`).
-pub use legacy::{parse, rewrite, IpTcp};
 pub use tcp::{Flags, TcpSegment};
 
 /// IP protocol number of TCP.
