@@ -59,9 +59,11 @@ fn quick_run_measures_every_mode_and_writes_parsable_results() {
         "e2e --quick failed ({}):\n{stderr}",
         out.status
     );
+    // About 30 s on an idle two-core machine; the bound only catches a run gone astray (CI
+    // runs other tests meanwhile).
     assert!(
-        started.elapsed().as_secs() < 60,
-        "quick mode took {:?}, more than its minute:\n{stderr}",
+        started.elapsed().as_secs() < 120,
+        "quick mode took {:?}:\n{stderr}",
         started.elapsed()
     );
 
