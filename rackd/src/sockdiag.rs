@@ -7,14 +7,22 @@
 //! ISNs rackd saw in the handshake, give `snd_una` and `rcv_nxt` exactly
 //! ([`SockInfo::snd_una`], [`SockInfo::rcv_nxt`]).
 //!
+//! [`DestroyEvents`] reports every socket the kernel frees, with its final counters, so closed
+//! connections are noticed without polling.
+//!
 //! Addresses are reported as they appear on the wire: a dual-stack `AF_INET6` socket carrying
 //! IPv4 shows IPv4 addresses (its [`SockInfo::socket_family`] says it is an IPv6 socket).
 //!
 //! Two halves: the wire half (`encode_request`, `Replies`, `parse_sock`, `apply_tcp_info`) is
 //! pure and never panics on any input — every read is bounds-checked, and `tcp_info` fields past
 //! the end of what the kernel sent read as 0 (older kernels send a shorter struct). The socket
-//! half moves bytes and holds the only `unsafe`. Calls block: a dump of 10,000 sockets takes a
-//! few milliseconds; a reply that does not come within [`REPLY_TIMEOUT`] is an error.
+//! half moves bytes and holds the only `unsafe`.
+//!
+//! Costs (Linux 6.18, 2 cores): a lookup takes 10–30 µs. A dump costs the kernel about 1.5 µs of
+//! CPU per socket it reports (15 ms for 10,000) plus a walk of the whole TCP hash table, which
+//! it shares with every network namespace of the host: prefer lookups and [`DestroyEvents`] to
+//! periodic dumps. Requests block; a reply that does not come within [`REPLY_TIMEOUT`] is an
+//! error.
 //!
 //! Layouts: `include/uapi/linux/{netlink,sock_diag,inet_diag,tcp}.h`. Netlink headers and
 //! `tcp_info` are host order, ports big-endian, addresses network-order bytes.
@@ -1481,7 +1489,7 @@ mod tests {
     #[test]
     fn destroy_notifications_parse_like_replies() {
         // Shaped like the kernel's broadcast: sequence 0, INET_DIAG_PROTOCOL (u8) before INFO.
-        let protocol = attr(8 + 1, &[libc::IPPROTO_TCP as u8]);
+        let protocol = attr(10, &[libc::IPPROTO_TCP as u8]);
         let info = attr(wire::INET_DIAG_INFO, &tcp_info(232));
         let msg = diag_msg(libc::AF_INET6, 7, &mapped_id(), &[protocol, info]);
         let got: Vec<_> = Replies::new(&nlmsg(20, 0, &msg), 0).collect();

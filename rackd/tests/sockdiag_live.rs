@@ -4,7 +4,7 @@
 //!
 //! Needs root (to create the namespace and to use TCP_REPAIR); fails, never skips, without it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use rackd::sockdiag::{
     DestroyEvents, Error, Family, Opening, SockDiag, SockInfo, States, TcpState,
 };
-use std::collections::HashMap;
 
 /// Runs `body` in a fresh network namespace with `lo` up.
 fn in_fresh_netns<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
