@@ -42,9 +42,10 @@ test: deps lint build
 	  $(CARGO) test --workspace $(LOCKED) --no-fail-fast; \
 	fi
 
-# Two namespaces, rackd on both, a connection and `rackctl status` (root).
+# Client — router — server namespaces, rackd on both, a stream through a 30 s outage, `rackctl
+# status` before, during and after, digests compared (root, under a minute after the build).
 demo: deps
-	$(CARGO) build $(LOCKED) -p rackd -p rackctl
+	$(CARGO) build $(LOCKED) -p rackd -p rackctl -p netns-tests --bins
 	bash scripts/demo.sh
 
 bench: deps
