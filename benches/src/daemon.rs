@@ -162,11 +162,6 @@ fn status_at(socket: &Path) -> std::result::Result<Status, String> {
     client.status().map_err(|e| e.to_string())
 }
 
-/// Whether a connection in `state` is still being worked on by the daemons (not yet settled).
-pub fn is_negotiating(state: ConnState) -> bool {
-    state == ConnState::Negotiating
-}
-
 /// Whether `state` shows that the daemon noticed a failed path.
 pub fn is_failure_noticed(state: ConnState) -> bool {
     matches!(state, ConnState::Suspended | ConnState::Reconnecting)
