@@ -118,6 +118,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         channel_v6: channel.local_addr().is_ok_and(|a| a.is_ipv6()),
         channel,
         sockets,
+        kept: Vec::new(),
     };
     let result = event_loop(&info, engine_config(&cfg), sock, io, &mut calls).await;
     control_task.abort();
@@ -138,6 +139,18 @@ struct Io<'a> {
     /// Bound to `[::]` (IPv4 peers are reached at mapped addresses) rather than `0.0.0.0`.
     channel_v6: bool,
     sockets: SocketTable,
+    /// Addresses rackd added to `lo` for sockets bound to them; removed when rackd stops.
+    kept: Vec<std::net::IpAddr>,
+}
+
+impl Drop for Io<'_> {
+    fn drop(&mut self) {
+        for addr in &self.kept {
+            if let Err(e) = crate::addrs::release_local(*addr) {
+                tracing::warn!(%addr, "removing the kept address: {e}");
+            }
+        }
+    }
 }
 
 async fn event_loop(
@@ -179,10 +192,20 @@ async fn event_loop(
                 Err(e) => tracing::debug!("daemon channel receive: {e}"),
             },
             () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
-            _ = table_tick.tick() => match io.sockets.snapshot() {
-                Ok(table) => engine.on_socket_table(Instant::now(), |k| table.get(k).copied()),
-                Err(e) => tracing::warn!("reading the socket table: {e}"),
-            },
+            _ = table_tick.tick() => {
+                match io.sockets.snapshot() {
+                    Ok(table) => engine.on_socket_table(Instant::now(), |k| table.get(k).copied()),
+                    Err(e) => tracing::warn!("reading the socket table: {e}"),
+                }
+                match crate::addrs::local_addresses() {
+                    Ok(present) => engine.on_local_addresses(
+                        Instant::now(),
+                        |a| present.contains(&a) && !io.kept.contains(&a),
+                        crate::addrs::source_for,
+                    ),
+                    Err(e) => tracing::warn!("listing local addresses: {e}"),
+                }
+            }
             Some(call) = calls.recv() => {
                 control::answer(call, Instant::now(), info, &mut engine, &pump.stats);
             }
@@ -216,7 +239,22 @@ fn perform(engine: &mut Engine, io: &mut Io<'_>) {
                     tracing::debug!(%to, "daemon channel send: {e}");
                 }
             }
-            Action::Queue { key, on } => queue(io.ruleset, key, on),
+            Action::Queue { key, wire, on } => queue(io.ruleset, key, wire, on),
+            Action::Translate {
+                key,
+                old,
+                wire,
+                queued,
+            } => translate(io.ruleset, key, old, wire, queued),
+            Action::KeepLocal(addr) => {
+                match crate::addrs::keep_local(addr) {
+                    Ok(()) => {
+                        tracing::info!(%addr, "keeping the departed address on lo for its sockets")
+                    }
+                    Err(e) => tracing::warn!(%addr, "cannot keep the departed address: {e}"),
+                }
+                io.kept.push(addr);
+            }
             Action::ReadSocket { key } => {
                 let counters = match io.sockets.lookup(&key) {
                     Ok(c) => c,
@@ -237,10 +275,11 @@ fn perform(engine: &mut Engine, io: &mut Io<'_>) {
     }
 }
 
-/// Puts both directions of a flow in (or out of) the queue set.
-fn queue(ruleset: &nft_rules::Ruleset, key: FlowKey, on: bool) {
+/// Puts both directions of a flow in (or out of) the queue set: outgoing packets are looked up
+/// after translation (as the wire sees them), incoming ones after translation back.
+fn queue(ruleset: &nft_rules::Ruleset, key: FlowKey, wire: FlowKey, on: bool) {
     let keys = [
-        nft_rules::FlowKey::new(key.local, key.remote),
+        nft_rules::FlowKey::new(wire.local, wire.remote),
         nft_rules::FlowKey::new(key.remote, key.local),
     ];
     let result = if on {
@@ -250,6 +289,56 @@ fn queue(ruleset: &nft_rules::Ruleset, key: FlowKey, on: bool) {
     };
     if let Err(e) = result {
         tracing::warn!(flow = %key, on, "changing the queue set: {e}");
+    }
+}
+
+/// Replaces a flow's in-kernel translations: the socket's view `key` on the wire as `wire`.
+fn translate(
+    ruleset: &nft_rules::Ruleset,
+    key: FlowKey,
+    old: FlowKey,
+    wire: FlowKey,
+    queued: bool,
+) {
+    use nft_rules::{Direction, FlowKey as K, Translation};
+    if old != key {
+        let stale = [
+            (Direction::Out, K::new(key.local, key.remote)),
+            (Direction::In, K::new(old.remote, old.local)),
+        ];
+        if let Err(e) = ruleset.remove_translations(&stale) {
+            tracing::debug!(flow = %key, "removing old translations: {e}");
+        }
+    }
+    if wire != key {
+        let entries = [
+            (
+                Direction::Out,
+                K::new(key.local, key.remote),
+                Translation {
+                    src: wire.local,
+                    dst: wire.remote,
+                },
+            ),
+            (
+                Direction::In,
+                K::new(wire.remote, wire.local),
+                Translation {
+                    src: key.remote,
+                    dst: key.local,
+                },
+            ),
+        ];
+        if let Err(e) = ruleset.add_translations(&entries) {
+            tracing::warn!(flow = %key, "installing translations: {e}");
+        }
+    }
+    if queued {
+        // The outgoing queue entry follows the wire view.
+        let _ = ruleset.unqueue_flows(&[K::new(old.local, old.remote)]);
+        if let Err(e) = ruleset.queue_flows(&[K::new(wire.local, wire.remote)]) {
+            tracing::warn!(flow = %key, "re-queueing after translation: {e}");
+        }
     }
 }
 

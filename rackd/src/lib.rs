@@ -3,6 +3,7 @@
 //! The daemon's I/O edges live here; protocol logic lives in the `edp` and `tcpseq` crates and in
 //! the sans-IO connection state machines.
 
+pub mod addrs;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -129,7 +129,11 @@ pub enum Init {
 
 #[derive(Debug)]
 pub struct Flow {
+    /// The connection as the local socket sees it; never changes.
     pub key: FlowKey,
+    /// The connection as the wire carries it now: different from `key` after an address change
+    /// at either end, and then translated in the kernel both ways.
+    pub wire: FlowKey,
     pub role: Role,
     pub state: State,
     pub created: Instant,
@@ -161,6 +165,7 @@ impl Flow {
     pub fn new(key: FlowKey, role: Role, state: State, now: Instant) -> Self {
         Self {
             key,
+            wire: key,
             role,
             state,
             created: now,

@@ -108,8 +108,24 @@ pub enum SegmentVerdict {
 pub enum Action {
     /// A daemon-channel datagram.
     Send { to: SocketAddr, datagram: Vec<u8> },
-    /// Start (`on`) or stop queueing both directions of the flow.
-    Queue { key: FlowKey, on: bool },
+    /// Start (`on`) or stop queueing both directions of the flow. Outgoing packets are matched
+    /// as they leave (`wire`), incoming ones after translation back (`key`).
+    Queue {
+        key: FlowKey,
+        wire: FlowKey,
+        on: bool,
+    },
+    /// The flow's wire view changed from `old` to `wire` (equal to `key`: no translation):
+    /// replace its in-kernel translations, and its outgoing queue entry if `queued`.
+    Translate {
+        key: FlowKey,
+        old: FlowKey,
+        wire: FlowKey,
+        queued: bool,
+    },
+    /// Keep this address usable by local sockets that are bound to it, after it left its
+    /// interface (their packets are translated to the new address on the wire).
+    KeepLocal(IpAddr),
     /// Look the local socket up in the kernel's table and report it with [`Engine::on_socket`].
     ReadSocket { key: FlowKey },
     /// A crafted packet, addressed to the local socket or to the peer.
@@ -146,6 +162,11 @@ pub enum CommandError {
 pub struct Engine {
     flows: HashMap<FlowKey, Flow>,
     by_conn: HashMap<ConnId, FlowKey>,
+    /// Flows whose wire view differs from the socket's, by wire view (outgoing packets are
+    /// queued after translation).
+    by_wire: HashMap<FlowKey, FlowKey>,
+    /// Local addresses rackd keeps for sockets bound to them.
+    kept: std::collections::HashSet<IpAddr>,
     peers: HashMap<IpAddr, Peer>,
     actions: VecDeque<Action>,
     tokens: TokenSource,
@@ -181,6 +202,8 @@ impl Engine {
         Self {
             flows: HashMap::new(),
             by_conn: HashMap::new(),
+            by_wire: HashMap::new(),
+            kept: std::collections::HashSet::new(),
             peers: HashMap::new(),
             actions: VecDeque::new(),
             tokens: TokenSource(seed),
@@ -209,7 +232,7 @@ impl Engine {
     /// When the last authenticated heartbeat from the flow's peer arrived.
     pub fn last_heartbeat(&self, flow: &Flow) -> Option<Instant> {
         flow.session.as_ref()?;
-        self.peers.get(&flow.key.remote.ip()).map(Peer::last_rx)
+        self.peers.get(&flow.wire.remote.ip()).map(Peer::last_rx)
     }
 
     // ----- negotiation -------------------------------------------------------------------
@@ -383,7 +406,7 @@ impl Engine {
         match msg {
             Message::Init(init) => self.on_init(now, from, &init),
             Message::InitAck(ack) => self.on_init_ack(now, from, &ack),
-            Message::Heartbeat { conn_id, .. } => self.on_heartbeat(now, conn_id, &msg),
+            Message::Heartbeat { conn_id, .. } => self.on_heartbeat(now, from, conn_id, &msg),
             other => {
                 self.counters.bad_datagrams += 1;
                 tracing::debug!(%from, ?other, "unexpected message");
@@ -476,13 +499,13 @@ impl Engine {
         self.negotiating -= 1;
         let peer = self
             .peers
-            .entry(key.remote.ip())
+            .entry(flow.wire.remote.ip())
             .or_insert_with(|| Peer::new(now));
         peer.conns.insert(conn_id);
         tracing::info!(flow = %key, id = %conn_id, "connected");
     }
 
-    fn on_heartbeat(&mut self, now: Instant, conn_id: ConnId, msg: &Message) {
+    fn on_heartbeat(&mut self, now: Instant, from: SocketAddr, conn_id: ConnId, msg: &Message) {
         let Message::Heartbeat { seq, echo, .. } = *msg else {
             return;
         };
@@ -494,7 +517,12 @@ impl Engine {
             self.counters.bad_datagrams += 1;
             return;
         }
-        let ip = flow.key.remote.ip();
+        let mut ip = flow.wire.remote.ip();
+        if from.ip() != ip && from.ip().is_ipv4() == ip.is_ipv4() {
+            // An authenticated beat from a new address: the peer host moved.
+            self.peer_moved(ip, from.ip());
+            ip = from.ip();
+        }
         let Some(peer) = self.peers.get_mut(&ip) else {
             return;
         };
@@ -502,6 +530,95 @@ impl Engine {
             self.send_beat(now, ip);
         }
         self.evaluate(now, ip);
+    }
+
+    /// The peer's address changed: its connections are translated to the new one, and the
+    /// heartbeats follow.
+    fn peer_moved(&mut self, old: IpAddr, new: IpAddr) {
+        let Some(peer) = self.peers.remove(&old) else {
+            return;
+        };
+        tracing::info!(%old, %new, "peer moved");
+        for id in &peer.conns {
+            let Some(&key) = self.by_conn.get(id) else {
+                continue;
+            };
+            if let Some(flow) = self.flows.get(&key) {
+                let mut wire = flow.wire;
+                wire.remote.set_ip(new);
+                self.rewire(key, wire);
+            }
+        }
+        self.peers.insert(new, peer);
+    }
+
+    /// Local addresses as they are now (`present`), and the source address the kernel would
+    /// use towards an address (`source_for`): flows whose local address left are moved to the
+    /// new one.
+    pub fn on_local_addresses(
+        &mut self,
+        now: Instant,
+        present: impl Fn(IpAddr) -> bool,
+        source_for: impl Fn(IpAddr) -> Option<IpAddr>,
+    ) {
+        let moved: Vec<(FlowKey, FlowKey)> = self
+            .flows
+            .values()
+            .filter(|f| f.session.is_some() && !present(f.wire.local.ip()))
+            .filter_map(|f| {
+                let new = source_for(f.wire.remote.ip())?;
+                let mut wire = f.wire;
+                wire.local.set_ip(new);
+                (new != f.wire.local.ip()).then_some((f.key, wire))
+            })
+            .collect();
+        for (key, wire) in moved {
+            if !present(key.local.ip()) && self.kept.insert(key.local.ip()) {
+                self.actions.push_back(Action::KeepLocal(key.local.ip()));
+            }
+            tracing::info!(flow = %key, new = %wire.local.ip(), "local address moved");
+            self.rewire(key, wire);
+            // Held until the peer has seen a beat from the new address and translates too;
+            // before that the socket's packets would meet no socket there and draw a reset.
+            let ip = wire.remote.ip();
+            if let Some(peer) = self.peers.get_mut(&ip) {
+                peer.reconfirm(now, &self.timing);
+            }
+            self.evaluate(now, ip);
+        }
+    }
+
+    fn rewire(&mut self, key: FlowKey, wire: FlowKey) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let old = std::mem::replace(&mut flow.wire, wire);
+        let queued = flow.hold.is_some() || flow.is_suspended();
+        if wire != key {
+            self.by_wire.insert(wire, key);
+        }
+        self.by_wire.remove(&old);
+        self.actions.push_back(Action::Translate {
+            key,
+            old,
+            wire,
+            queued,
+        });
+    }
+
+    fn queue(&mut self, key: FlowKey, on: bool) {
+        let wire = self.flows.get(&key).map_or(key, |f| f.wire);
+        self.actions.push_back(Action::Queue { key, wire, on });
+    }
+
+    /// A packet rackd built in the local socket's view, sent as the wire carries the flow.
+    fn inject(&mut self, key: FlowKey, mut packet: Vec<u8>) {
+        if let Some(flow) = self.flows.get(&key) {
+            if flow.wire != flow.key {
+                rewire_packet(&mut packet, &flow.key, &flow.wire);
+            }
+        }
+        self.actions.push_back(Action::Inject(packet));
     }
 
     fn send_beat(&mut self, now: Instant, ip: IpAddr) {
@@ -573,7 +690,7 @@ impl Engine {
         flow.hold = None;
         self.counters.suspensions += 1;
         // Queue first, then read the socket: nothing can slip between the two.
-        self.actions.push_back(Action::Queue { key, on: true });
+        self.queue(key, true);
         self.actions.push_back(Action::ReadSocket { key });
     }
 
@@ -588,23 +705,24 @@ impl Engine {
         flow.reconnects += 1;
         self.counters.resumptions += 1;
         let Some(hold) = &flow.hold else {
-            self.actions.push_back(Action::Queue { key, on: false });
+            self.queue(key, false);
             return;
         };
-        match hold.head() {
-            Some(head) => {
-                // Stay queued until the peer acknowledges the re-sent data (see `hold`).
-                self.actions.push_back(Action::Inject(head.to_vec()));
-                self.actions
-                    .extend(hold.release(false).into_iter().map(Action::Inject));
-                flow.resync = Some(Resync {
-                    next_send: now + RESYNC_FIRST,
-                    interval: RESYNC_FIRST,
-                    until: now + RESYNC_LIMIT,
-                });
-                self.next_scan = Some(self.next_scan.map_or(now, |t| t.min(now + RESYNC_FIRST)));
-            }
-            None => self.end_hold(key, true),
+        let Some(head) = hold.head() else {
+            self.end_hold(key, true);
+            return;
+        };
+        // Stay queued until the peer acknowledges the re-sent data (see `hold`).
+        let mut out = vec![head.to_vec()];
+        out.extend(hold.release(false));
+        flow.resync = Some(Resync {
+            next_send: now + RESYNC_FIRST,
+            interval: RESYNC_FIRST,
+            until: now + RESYNC_LIMIT,
+        });
+        self.next_scan = Some(self.next_scan.map_or(now, |t| t.min(now + RESYNC_FIRST)));
+        for p in out {
+            self.inject(key, p);
         }
     }
 
@@ -616,11 +734,12 @@ impl Engine {
         flow.resync = None;
         if let Some(hold) = flow.hold.take() {
             if reopen_local {
-                self.actions
-                    .extend(hold.release(true).into_iter().map(Action::Inject));
+                for p in hold.release(true) {
+                    self.inject(key, p);
+                }
             }
         }
-        self.actions.push_back(Action::Queue { key, on: false });
+        self.queue(key, false);
     }
 
     /// The local socket's entry in the kernel's table (`None`: it is gone), as asked for by
@@ -659,6 +778,8 @@ impl Engine {
         seg: &SegmentSeen,
         packet: impl FnOnce() -> Option<Vec<u8>>,
     ) -> SegmentVerdict {
+        // Outgoing packets of a translated flow are queued as the wire carries them.
+        let key = self.by_wire.get(&key).copied().unwrap_or(key);
         let Some(flow) = self.flows.get_mut(&key) else {
             return SegmentVerdict::Accept;
         };
@@ -688,7 +809,9 @@ impl Engine {
             Dir::In => hold.on_remote(now, seg),
         };
         tracing::trace!(flow = %key, ?dir, ?seg, answered = answer.is_some(), "held packet");
-        self.actions.extend(answer.map(Action::Inject));
+        if let Some(p) = answer {
+            self.inject(key, p);
+        }
         SegmentVerdict::Drop
     }
 
@@ -722,7 +845,10 @@ impl Engine {
             return Err(CommandError::NotPinned(id.into()));
         }
         flow.pinned = false;
-        let up = self.peers.get(&key.remote.ip()).is_some_and(|p| p.up);
+        let up = self
+            .peers
+            .get(&self.flows[&key].wire.remote.ip())
+            .is_some_and(|p| p.up);
         if up {
             self.resume(now, key);
         }
@@ -768,7 +894,7 @@ impl Engine {
             tracing::debug!(flow = %key, state = flow.state.name(), "closed");
             self.counters.closed += 1;
             if flow.is_suspended() {
-                self.actions.push_back(Action::Queue { key, on: false });
+                self.queue(key, false);
             }
         }
     }
@@ -799,6 +925,7 @@ impl Engine {
         let mut expired = Vec::new();
         let mut timed_out = Vec::new();
         let mut gave_up = Vec::new();
+        let mut resend = Vec::new();
         let mut next = now + SCAN_IDLE;
         for (key, flow) in &mut self.flows {
             if let (Some(r), Some(hold)) = (&mut flow.resync, &flow.hold) {
@@ -807,8 +934,7 @@ impl Engine {
                 } else if r.next_send <= now {
                     r.interval = (r.interval * 2).min(RESYNC_MAX);
                     r.next_send = now + r.interval;
-                    self.actions
-                        .extend(hold.head().map(|h| Action::Inject(h.to_vec())));
+                    resend.extend(hold.head().map(|h| (*key, h.to_vec())));
                 }
                 next = next.min(r.next_send);
             }
@@ -830,7 +956,7 @@ impl Engine {
                             *interval = (*interval * 2).min(INIT_RETRY_MAX);
                             *next_send = now + *interval;
                             self.actions.push_back(Action::Send {
-                                to: SocketAddr::new(key.remote.ip(), self.cfg.peer_port),
+                                to: SocketAddr::new(flow.wire.remote.ip(), self.cfg.peer_port),
                                 datagram: frame.clone(),
                             });
                         }
@@ -851,6 +977,9 @@ impl Engine {
         }
         for key in expired {
             self.expire(key);
+        }
+        for (key, packet) in resend {
+            self.inject(key, packet);
         }
         for key in gave_up {
             tracing::warn!(flow = %key, "the peer never acknowledged the re-sent data: reopening");
@@ -925,11 +1054,20 @@ impl Engine {
             if self.by_conn.get(&id) == Some(key) {
                 self.by_conn.remove(&id);
             }
-            if let Some(peer) = self.peers.get_mut(&key.remote.ip()) {
+            let ip = flow.wire.remote.ip();
+            if let Some(peer) = self.peers.get_mut(&ip) {
                 peer.conns.remove(&id);
                 if peer.conns.is_empty() {
-                    self.peers.remove(&key.remote.ip());
+                    self.peers.remove(&ip);
                 }
+            }
+            if flow.wire != flow.key {
+                self.actions.push_back(Action::Translate {
+                    key: *key,
+                    old: flow.wire,
+                    wire: flow.key,
+                    queued: false,
+                });
             }
         }
         Some(flow)
@@ -953,3 +1091,20 @@ impl TokenSource {
 
 #[cfg(test)]
 mod tests;
+
+/// Rewrites a packet for the peer from the socket's view of the flow to the wire's. Packets for
+/// the local socket stay as they are: they are delivered locally, untranslated.
+fn rewire_packet(packet: &mut [u8], key: &FlowKey, wire: &FlowKey) {
+    let Ok(mut p) = tcpseq::TcpIpPacket::new_checked(&mut packet[..]) else {
+        return;
+    };
+    if (p.src(), p.dst()) != (key.local, key.remote) {
+        return;
+    }
+    let (new_src, new_dst) = (wire.local, wire.remote);
+    // Same family by construction; a failure leaves the packet as it was built.
+    let _ = p.set_src_addr(new_src.ip());
+    let _ = p.set_dst_addr(new_dst.ip());
+    p.set_src_port(new_src.port());
+    p.set_dst_port(new_dst.port());
+}

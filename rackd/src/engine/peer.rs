@@ -27,6 +27,8 @@ pub struct Peer {
     pub up: bool,
     pub next_beat: Instant,
     last_reply: Option<Instant>,
+    /// Echoes of beats sent before this do not count (see [`Peer::reconfirm`]).
+    confirm_after: Option<Instant>,
 }
 
 /// Beat timing.
@@ -53,6 +55,7 @@ impl Peer {
             up: true,
             next_beat: now,
             last_reply: None,
+            confirm_after: None,
         }
     }
 
@@ -96,7 +99,7 @@ impl Peer {
         self.rx_seq = seq;
         self.last_rx = now;
         if let Some(&(_, at)) = self.sent.iter().find(|(s, _)| *s == echo) {
-            if at > self.confirmed_sent {
+            if at > self.confirmed_sent && self.confirm_after.is_none_or(|t| at >= t) {
                 self.confirmed_sent = at;
             }
         }
@@ -109,6 +112,16 @@ impl Peer {
             self.last_reply = Some(now);
         }
         reply
+    }
+
+    /// Our side of the path changed (a new local address): the path counts as down until the
+    /// peer echoes a beat sent from now on, which shows it has seen us at the new address.
+    pub fn reconfirm(&mut self, now: Instant, t: &Timing) {
+        self.confirm_after = Some(now);
+        self.confirmed_sent = now
+            .checked_sub(t.detect_after)
+            .unwrap_or(self.confirmed_sent);
+        self.next_beat = now;
     }
 
     /// Whether both directions have carried a beat within the detection time.

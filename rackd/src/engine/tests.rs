@@ -62,6 +62,8 @@ struct Net {
     now: Instant,
     c_to_s: bool,
     s_to_c: bool,
+    /// The client host's address on the wire (it may move).
+    c_addr: IpAddr,
     /// Non-datagram actions seen on each host since the last `take`.
     c_out: Vec<Action>,
     s_out: Vec<Action>,
@@ -75,6 +77,7 @@ impl Net {
             now: Instant::now(),
             c_to_s: true,
             s_to_c: true,
+            c_addr: key_at_client().local.ip(),
             c_out: Vec::new(),
             s_out: Vec::new(),
         }
@@ -119,7 +122,7 @@ impl Net {
                     Action::Send { to, datagram } => {
                         assert_eq!(to, SocketAddr::new(key_at_client().remote.ip(), 7113));
                         if self.c_to_s {
-                            let from = SocketAddr::new(key_at_client().local.ip(), 7113);
+                            let from = SocketAddr::new(self.c_addr, 7113);
                             self.s.on_datagram(self.now, from, &datagram);
                         }
                     }
@@ -129,8 +132,9 @@ impl Net {
             for a in from_s {
                 match a {
                     Action::Send { to, datagram } => {
-                        assert_eq!(to, SocketAddr::new(key_at_server().remote.ip(), 7113));
-                        if self.s_to_c {
+                        assert_eq!(to.port(), 7113);
+                        // Sent to an address the client no longer has: lost.
+                        if self.s_to_c && to.ip() == self.c_addr {
                             let from = SocketAddr::new(key_at_server().local.ip(), 7113);
                             self.c.on_datagram(self.now, from, &datagram);
                         }
@@ -451,7 +455,11 @@ fn a_cut_path_is_detected_within_the_detection_time_on_both_ends() {
     );
     let expected = |k| {
         vec![
-            Action::Queue { key: k, on: true },
+            Action::Queue {
+                key: k,
+                wire: k,
+                on: true,
+            },
             Action::ReadSocket { key: k },
         ]
     };
@@ -800,4 +808,75 @@ fn tokens_are_distinct() {
     let mut t = TokenSource(0);
     let v: std::collections::HashSet<u32> = (0..10_000).map(|_| t.next()).collect();
     assert_eq!(v.len(), 10_000);
+}
+
+// ----- address changes ---------------------------------------------------------------------
+
+#[test]
+fn a_client_address_change_is_followed_by_both_ends() {
+    let mut net = Net::connected();
+    net.run_for(Duration::from_secs(1));
+    let old = key_at_client().local.ip();
+    let new: IpAddr = "192.0.2.66".parse().unwrap();
+    // The client host loses its address; the kernel now picks the new one towards the server.
+    net.c_addr = new;
+    net.c
+        .on_local_addresses(net.now, |a| a != old, |_| Some(new));
+    let actions = drain(&mut net.c);
+    let mut wire = key_at_client();
+    wire.local.set_ip(new);
+    assert_eq!(
+        actions[..2],
+        [
+            Action::KeepLocal(old),
+            Action::Translate {
+                key: key_at_client(),
+                old: key_at_client(),
+                wire,
+                queued: false
+            }
+        ]
+    );
+    // Held until the server has seen the new address.
+    assert_eq!(net.state(false), "suspended");
+    // The server learns the new address from the client's authenticated beats.
+    net.run_for(Duration::from_secs(1));
+    let mut server_wire = key_at_server();
+    server_wire.remote.set_ip(new);
+    assert_eq!(net.s.flow(&key_at_server()).unwrap().wire, server_wire);
+    assert!(net.s_out.contains(&Action::Translate {
+        key: key_at_server(),
+        old: key_at_server(),
+        wire: server_wire,
+        queued: false
+    }));
+    // Heartbeats keep flowing to the new address: nothing is suspended.
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("connected", "connected")
+    );
+    // Outgoing packets of the client are queued in their wire view and still found.
+    let id = net.c.flow(&key_at_client()).unwrap().id_hex();
+    net.c.suspend_by_id(net.now, &id).unwrap();
+    let v = net.c.on_segment(
+        net.now,
+        Dir::Out,
+        wire,
+        &dupack(CLIENT_ISN, SERVER_ISN, (1, 1)),
+        || None,
+    );
+    assert_eq!(v, SegmentVerdict::Drop, "held, found through its wire view");
+}
+
+#[test]
+fn forged_beats_from_another_address_do_not_move_the_peer() {
+    let mut net = Net::connected();
+    let id = net.s.flow(&key_at_server()).unwrap().conn_id().unwrap();
+    let forger = edp::crypto::SecretKey::from_bytes([7; 32]);
+    let beat = Message::heartbeat(&forger, id, 99, 0).encode();
+    net.s
+        .on_datagram(net.now, "203.0.113.2:7113".parse().unwrap(), &beat);
+    assert_eq!(net.s.flow(&key_at_server()).unwrap().wire, key_at_server());
+    assert!(drain(&mut net.s).is_empty());
 }
