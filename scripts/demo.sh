@@ -4,7 +4,7 @@
 # during and after, and the digests of what each end sent and received compared at the end.
 # Everything the demo creates (namespaces, rules, processes, files) is removed on exit, also on
 # Ctrl-C or error. Run as root after building rackd, rackctl and rk-stream (`make demo` does it).
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CARGO_TARGET_DIR:-target}/debug
 
@@ -19,7 +19,8 @@ die() { printf '\n\033[1;31mdemo FAILED: %s\033[0m\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (the demo creates network namespaces)"
 for prog in rackd rackctl rk-stream; do
-  [ -x "$BIN/$prog" ] || die "$BIN/$prog is missing; build with: cargo build -p rackd -p rackctl -p netns-tests --bins"
+  [ -x "$BIN/$prog" ] ||
+    die "$BIN/$prog is missing; build: cargo build -p rackd -p rackctl -p netns-tests --bins"
 done
 for tool in ip nft; do command -v "$tool" >/dev/null || die "$tool not found (run make deps)"; done
 
@@ -44,7 +45,11 @@ remove_netns() {
 }
 
 # A process that has been waited for is no longer ours to end (its pid may be reused).
-forget() { local p keep=(); for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; pids=("${keep[@]}"); }
+forget() {
+  local p keep=()
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
 
 cleanup() {
   local p
@@ -54,17 +59,29 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+# Says where the script stopped (once: not again in each subshell of a failed pipeline).
+trap 'failed=$?; [ "$BASHPID" != $$ ] || echo "demo: a command failed (status $failed) at line $LINENO" >&2' ERR
+trap 'printf "\ninterrupted; cleaning up\n"; exit 130' INT
 trap 'exit 143' TERM
 
 # Namespaces left by an earlier demo that was killed outright (its shell's pid is gone).
-for ns in $(ip netns list | awk '{print $1}' | grep -E '^rkdemo[0-9]+-(client|router|server)$' || true); do
+for ns in $(ip netns list | awk '{print $1}' | grep -E '^rkdemo[0-9]+-(client|router|server)$' || true)
+do
   owner=${ns#rkdemo}; owner=${owner%%-*}
-  if ! kill -0 "$owner" 2>/dev/null; then echo "removing $ns, left by an earlier demo"; remove_netns "$ns"; fi
+  kill -0 "$owner" 2>/dev/null && continue
+  echo "removing $ns, left by an earlier demo"
+  remove_netns "$ns"
 done
 
+# (Background programs are started with `ip netns exec` itself, not this function, so that $! is
+# the program's own pid.)
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+# Sleeps until $1 ms (a now_ms value); at once if that is past.
+sleep_until() {
+  local ms=$(( $1 - $(now_ms) ))
+  [ "$ms" -le 0 ] || sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+}
 
 say "network: client ($CLIENT_IP) —— router —— server ($SERVER_IP)"
 for ns in "$CLIENT" "$ROUTER" "$SERVER"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
@@ -103,48 +120,49 @@ declare -A SOCK=([client]="$DIR/client.sock" [server]="$DIR/server.sock")
 declare -A NS=([client]="$CLIENT" [server]="$SERVER")
 declare -A DAEMON
 for host in client server; do
-  in_ns "${NS[$host]}" "$BIN/rackd" --config "$DIR/rackd.toml" --control-socket "${SOCK[$host]}" \
-    2>"$DIR/$host-rackd.log" &
+  ip netns exec "${NS[$host]}" "$BIN/rackd" --config "$DIR/rackd.toml" \
+    --control-socket "${SOCK[$host]}" 2>"$DIR/$host-rackd.log" &
   pids+=($!); DAEMON[$host]=$!
 done
 status() { "$BIN/rackctl" --control-socket "${SOCK[$1]}" status; }
 for host in client server; do
   for _ in $(seq 100); do
     status "$host" >/dev/null 2>&1 && break
-    kill -0 "${DAEMON[$host]}" 2>/dev/null || { tail -20 "$DIR/$host-rackd.log"; die "rackd on $host exited"; }
+    kill -0 "${DAEMON[$host]}" 2>/dev/null ||
+      { tail -20 "$DIR/$host-rackd.log"; die "rackd on $host exited"; }
     sleep 0.1
   done
   status "$host" >/dev/null 2>&1 || die "rackd on $host does not answer on ${SOCK[$host]}"
   echo "$host: rackd pid ${DAEMON[$host]} answers on its control socket"
 done
 
-say "an unmodified program: rk-stream, $((BYTES >> 20)) MiB each way at $((PACE >> 10)) KiB/s (~$((BYTES / PACE)) s)"
-in_ns "$SERVER" "$BIN/rk-stream" server "$SERVER_IP:$PORT" --bytes "$BYTES" --seed 1 --pace "$PACE" \
-  >"$DIR/server.json" 2>"$DIR/server.err" &
+say "an unmodified program: rk-stream, $((BYTES >> 20)) MiB each way at $((PACE >> 10)) KiB/s" \
+  "(~$((BYTES / PACE)) s)"
+ip netns exec "$SERVER" "$BIN/rk-stream" server "$SERVER_IP:$PORT" --bytes "$BYTES" --seed 1 \
+  --pace "$PACE" >"$DIR/server.json" 2>"$DIR/server.err" &
 SERVER_PID=$!; pids+=("$SERVER_PID")
 for _ in $(seq 50); do grep -q listening "$DIR/server.err" && break; sleep 0.1; done
-in_ns "$CLIENT" "$BIN/rk-stream" client "$SERVER_IP:$PORT" --bytes "$BYTES" --seed 2 --pace "$PACE" \
-  >"$DIR/client.json" 2>"$DIR/client.err" &
+ip netns exec "$CLIENT" "$BIN/rk-stream" client "$SERVER_IP:$PORT" --bytes "$BYTES" --seed 2 \
+  --pace "$PACE" >"$DIR/client.json" 2>"$DIR/client.err" &
 CLIENT_PID=$!; pids+=("$CLIENT_PID")
 echo "server: rk-stream server $SERVER_IP:$PORT (pid $SERVER_PID)"
 echo "client: rk-stream client $SERVER_IP:$PORT (pid $CLIENT_PID)"
 
-# The test connection's block of one host's status: its id and state, "" if not there.
-conn_field() { status "$1" 2>/dev/null | sed -n "/^connection:/,\$s/^ *$2: *//p" | head -1 \
-  | sed 's/\x1b\[[0-9;]*m//g'; }
+# One field of the connection in a host's status ("connection" gives its id); "" if absent.
+conn_field() { status "$1" 2>/dev/null | sed -n "/^connection:/,\$ { s/^ *$2: *//; T; p; q }"; }
 # Waits up to $1 seconds until both hosts show the connection in state $2 (and, with $3, that
 # many reconnects).
 wait_state() {
-  local limit=$1 want=$2 reconnects=${3:-} deadline=$(( $(now_ms) + $1 * 1000 ))
-  while [ "$(now_ms)" -lt "$deadline" ]; do
+  local want=$2 reconnects=${3:-} deadline=$(( $(now_ms) + $1 * 1000 ))
+  while true; do
     if [ "$(conn_field client state)" = "$want" ] && [ "$(conn_field server state)" = "$want" ] &&
        { [ -z "$reconnects" ] || { [ "$(conn_field client reconnects)" = "$reconnects" ] &&
                                    [ "$(conn_field server reconnects)" = "$reconnects" ]; }; }; then
       return 0
     fi
+    [ "$(now_ms)" -lt "$deadline" ] || return 1
     sleep 0.05
   done
-  return 1
 }
 # `rackctl status` on both hosts; with "connection", only the connection's block.
 show_status() {
@@ -155,9 +173,12 @@ show_status() {
       sed 's/^/   /'
   done
 }
-rackd_logs() { for host in client server; do echo "--- $host rackd log (end)"; tail -15 "$DIR/$host-rackd.log"; done; }
+rackd_logs() {
+  local host
+  for host in client server; do echo "--- $host rackd log (end)"; tail -15 "$DIR/$host-rackd.log"; done
+}
 
-wait_state 10 connected || { rackd_logs; die "the connection did not become connected on both hosts"; }
+wait_state 10 connected || { rackd_logs; die "the connection did not become connected on both ends"; }
 [ "$(conn_field client connection)" = "$(conn_field server connection)" ] ||
   die "client and server name the connection differently"
 sleep 2   # let the byte counters (sampled once a second) show traffic
@@ -175,14 +196,12 @@ printf 'both ends suspended %d ms after the cut; rackd holds the sockets open (z
   $(( $(now_ms) - cut_at ))
 
 for at in 5 20; do
-  sleep_ms=$(( cut_at + at * 1000 - $(now_ms) ))
-  [ "$sleep_ms" -le 0 ] || sleep "$((sleep_ms / 1000)).$(printf '%03d' $((sleep_ms % 1000)))"
+  sleep_until $(( cut_at + at * 1000 ))
   say "during the outage, ${at} s after the cut"
   show_status connection
-  [ "$(conn_field client state)" = suspended ] || die "the connection is not suspended during the outage"
+  wait_state 0 suspended || die "the connection is not suspended on both ends during the outage"
 done
-sleep_ms=$(( cut_at + OUTAGE_S * 1000 - $(now_ms) ))
-[ "$sleep_ms" -le 0 ] || sleep "$((sleep_ms / 1000)).$(printf '%03d' $((sleep_ms % 1000)))"
+sleep_until $(( cut_at + OUTAGE_S * 1000 ))
 
 say "restoring the path after $(( ($(now_ms) - cut_at) / 1000 )) s"
 in_ns "$ROUTER" nft flush chain inet rkdemo forward
@@ -190,11 +209,12 @@ back_at=$(now_ms)
 wait_state 10 connected 1 || { rackd_logs; die "the connection did not resume on both hosts"; }
 printf 'both ends connected again %d ms after the path returned\n' $(( $(now_ms) - back_at ))
 
-say "after the outage: connected again, reconnects 1"
+sleep 3   # the kernels retransmit what was held back; the byte counters show it flowing again
+say "after the outage: connected again, reconnects 1, data flowing"
 show_status
 
 say "waiting for the transfer to finish"
-# Digests and error of one end's JSON report.
+# A string field of one end's JSON report.
 json_field() { sed -n "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/p" "$DIR/$1.json"; }
 rc=0
 for host in client server; do
@@ -209,15 +229,17 @@ c_sent=$(json_field client digest_sent) c_recv=$(json_field client digest_receiv
 s_sent=$(json_field server digest_sent) s_recv=$(json_field server digest_received)
 echo "client → server: sent ${c_sent:0:16}…  received ${s_recv:0:16}…"
 echo "server → client: sent ${s_sent:0:16}…  received ${c_recv:0:16}…"
-if [ -n "$c_sent" ] && [ "$c_sent" = "$s_recv" ] && [ -n "$s_sent" ] && [ "$s_sent" = "$c_recv" ]; then
-  printf '\033[1;32mdigests match\033[0m: every byte arrived, in order, in both directions, through a %d s outage\n' "$OUTAGE_S"
+if [ -n "$c_sent" ] && [ "$c_sent" = "$s_recv" ] && [ -n "$s_sent" ] && [ "$s_sent" = "$c_recv" ]
+then
+  printf '\033[1;32mdigests match\033[0m: every byte arrived, in order, both ways, through a %d s outage\n' \
+    "$OUTAGE_S"
 else
   die "digests differ: data was lost or corrupted"
 fi
 
 say "not yet in this version: client address change"
 echo "The second half of the demo — the client moves to a new address and the connection is"
-echo "spliced onto it — is not implemented yet (issue 7: reconnection to a new address and splice)."
+echo "spliced onto it — is not implemented yet (issue 7: reconnection to a new address, splice)."
 echo "This demo does not pretend otherwise."
 
 say "done in ${SECONDS} s; cleaning up"
