@@ -237,9 +237,8 @@ else
   die "digests differ: data was lost or corrupted"
 fi
 
-say "not yet in this version: client address change"
-echo "The second half of the demo — the client moves to a new address and the connection is"
-echo "spliced onto it — is not implemented yet (issue 7: reconnection to a new address, splice)."
-echo "This demo does not pretend otherwise."
+say "not yet in this demo: client address change"
+echo "The second half — the client moves to a new address and the connection follows it — is"
+echo "not shown: rackd's address-change support is still being built and tested (issue 7)."
 
 say "done in ${SECONDS} s; cleaning up"
