@@ -3,110 +3,13 @@
 //! give up within seconds (`tcp_retries2=3`), so surviving an outage is rackd's doing; each
 //! outage test runs the same outage without rackd as its control. Needs root.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use netns_tests::{stream_both_ways, Family, Host, Process, StreamOptions, StreamRun, Topology};
-use rackctl::proto::{ConnState, ConnectionStatus};
-
-/// Fast heartbeats so that detection (≤ 1.5 s) beats the kernel's abort (≈ 3 s with
-/// `tcp_retries2=3` and data in flight).
-const FAST_MONITOR: &str = "[monitor]\nheartbeat_interval_ms = 250\ndetect_after_ms = 1500\n";
-
-struct Daemon {
-    socket: PathBuf,
-    process: Process,
-}
-
-impl Daemon {
-    fn start(host: &Host, config: &str) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("rackd-test-{}", host.netns()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (socket, conf) = (dir.join("control.sock"), dir.join("rackd.toml"));
-        std::fs::write(&conf, config).unwrap();
-        let rackd = netns_tests::workspace_bin("rackd").expect("rackd binary");
-        let process = host
-            .command(&rackd)
-            .arg("--config")
-            .arg(&conf)
-            .arg("--control-socket")
-            .arg(&socket)
-            .args(["--log-level", "trace"])
-            .spawn()
-            .expect("start rackd");
-        let d = Daemon { socket, process };
-        wait_for("rackd to answer status", Duration::from_secs(10), || {
-            d.try_connections().is_some()
-        });
-        d
-    }
-
-    /// The end of the daemon's log, for failure messages.
-    fn log_tail(&self) -> String {
-        let log = self.process.stderr();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    fn try_connections(&self) -> Option<Vec<ConnectionStatus>> {
-        let mut c = rackctl::client::Client::connect(&self.socket).ok()?;
-        Some(c.status().ok()?.connections)
-    }
-
-    fn connections(&self) -> Vec<ConnectionStatus> {
-        self.try_connections().expect("status from rackd")
-    }
-
-    /// The one connection whose remote port is `port` (the test service).
-    fn conn(&self, port: u16) -> Option<ConnectionStatus> {
-        self.connections().into_iter().find(|c| {
-            c.remote.ends_with(&format!(":{port}")) || c.local.ends_with(&format!(":{port}"))
-        })
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn topology() -> Topology {
-    let topo = Topology::new().expect("topology (root needed)");
-    for host in topo.hosts() {
-        host.sysctl("net.ipv4.tcp_retries2", "3").unwrap();
-    }
-    topo
-}
-
-fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::V4 => "IPv4",
-        Family::V6 => "IPv6",
-    }
-}
-
-/// Waits until both daemons show the test connection connected, with the same id.
-fn assert_connected_on_both(client: &Daemon, server: &Daemon, port: u16) -> String {
-    let mut ids = (String::new(), String::new());
-    wait_for(
-        "the connection to be connected on both ends",
-        Duration::from_secs(10),
-        || match (client.conn(port), server.conn(port)) {
-            (Some(c), Some(s))
-                if c.state == ConnState::Connected && s.state == ConnState::Connected =>
-            {
-                ids = (c.id, s.id);
-                true
-            }
-            _ => false,
-        },
-    );
-    assert_eq!(ids.0, ids.1, "both ends name the connection alike");
-    ids.0
-}
+use common::{assert_connected_on_both, family_name, topology, wait_for, Daemon, FAST_MONITOR};
+use netns_tests::{stream_both_ways, Family, StreamOptions, StreamRun};
+use rackctl::proto::ConnState;
 
 fn managed_gigabyte(family: Family) {
     let topo = topology();

@@ -1,0 +1,141 @@
+//! What the live tests on the netns-tests harness share: rackd started in a test host, its
+//! status, and waiting for conditions.
+
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use netns_tests::{Family, Host, Process, Topology};
+use rackctl::proto::{ConnState, ConnectionStatus, Status};
+
+/// Fast heartbeats so that detection (≤ 1.5 s) beats the kernel's abort (≈ 3 s with
+/// `tcp_retries2=3` and data in flight).
+pub const FAST_MONITOR: &str = "[monitor]\nheartbeat_interval_ms = 250\ndetect_after_ms = 1500\n";
+
+/// rackd running in one test host, with its own control socket.
+pub struct Daemon {
+    socket: PathBuf,
+    process: Process,
+}
+
+impl Daemon {
+    /// Starts rackd in `host` with `config` (TOML), logging at trace level.
+    pub fn start(host: &Host, config: &str) -> Daemon {
+        Daemon::start_logging(host, config, "trace")
+    }
+
+    /// Starts rackd with log level `level`: tests with many connections keep the log (held in
+    /// the test's memory) small.
+    pub fn start_logging(host: &Host, config: &str, level: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("rackd-test-{}", host.netns()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (socket, conf) = (dir.join("control.sock"), dir.join("rackd.toml"));
+        std::fs::write(&conf, config).unwrap();
+        let rackd = netns_tests::workspace_bin("rackd").expect("rackd binary");
+        let process = host
+            .command(&rackd)
+            .arg("--config")
+            .arg(&conf)
+            .arg("--control-socket")
+            .arg(&socket)
+            .args(["--log-level", level])
+            .spawn()
+            .expect("start rackd");
+        let d = Daemon { socket, process };
+        wait_for("rackd to answer status", Duration::from_secs(10), || {
+            d.try_status().is_some()
+        });
+        d
+    }
+
+    /// The daemon's pid (`ip netns exec` execs it, so this is rackd itself).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The end of the daemon's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.process.stderr();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn try_status(&self) -> Option<Status> {
+        let mut c = rackctl::client::Client::connect(&self.socket).ok()?;
+        c.status().ok()
+    }
+
+    pub fn status(&self) -> Status {
+        self.try_status().expect("status from rackd")
+    }
+
+    pub fn try_connections(&self) -> Option<Vec<ConnectionStatus>> {
+        Some(self.try_status()?.connections)
+    }
+
+    pub fn connections(&self) -> Vec<ConnectionStatus> {
+        self.try_connections().expect("status from rackd")
+    }
+
+    /// The connections with `port` at either end (a test service's port).
+    pub fn conns_on(&self, port: u16) -> Vec<ConnectionStatus> {
+        let suffix = format!(":{port}");
+        self.connections()
+            .into_iter()
+            .filter(|c| c.remote.ends_with(&suffix) || c.local.ends_with(&suffix))
+            .collect()
+    }
+
+    /// The one connection whose remote port is `port` (the test service).
+    pub fn conn(&self, port: u16) -> Option<ConnectionStatus> {
+        self.conns_on(port).into_iter().next()
+    }
+}
+
+/// Polls `f` every 20 ms until it holds; panics after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Client — router — server, with plain TCP tuned to give up within seconds
+/// (`tcp_retries2=3`).
+pub fn topology() -> Topology {
+    let topo = Topology::new().expect("topology (root needed)");
+    for host in topo.hosts() {
+        host.sysctl("net.ipv4.tcp_retries2", "3").unwrap();
+    }
+    topo
+}
+
+pub fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+/// Waits until both daemons show the test connection connected, with the same id.
+pub fn assert_connected_on_both(client: &Daemon, server: &Daemon, port: u16) -> String {
+    let mut ids = (String::new(), String::new());
+    wait_for(
+        "the connection to be connected on both ends",
+        Duration::from_secs(10),
+        || match (client.conn(port), server.conn(port)) {
+            (Some(c), Some(s))
+                if c.state == ConnState::Connected && s.state == ConnState::Connected =>
+            {
+                ids = (c.id, s.id);
+                true
+            }
+            _ => false,
+        },
+    );
+    assert_eq!(ids.0, ids.1, "both ends name the connection alike");
+    ids.0
+}
