@@ -16,7 +16,8 @@ pub const FAST_MONITOR: &str = "[monitor]\nheartbeat_interval_ms = 250\ndetect_a
 
 /// rackd running in one test host, with its own control socket.
 pub struct Daemon {
-    socket: PathBuf,
+    /// The control socket (for requests other than status).
+    pub socket: PathBuf,
     process: Process,
 }
 
