@@ -79,12 +79,25 @@ fn group_id(name: &str) -> Option<u32> {
     Some(unsafe { (*gr).gr_gid })
 }
 
+/// Control connections served at once. When a new one arrives beyond that, the oldest is
+/// closed: idle clients (anyone in the group may connect) can neither use up the daemon's file
+/// descriptors nor lock out a fresh `rackctl status`.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Accepts connections until the task is aborted.
 pub async fn serve(listener: UnixListener, calls: mpsc::Sender<ControlCall>) {
+    let mut open: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
+        std::collections::VecDeque::new();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, calls.clone()));
+                open.retain(|t| !t.is_finished());
+                if open.len() >= MAX_CONNECTIONS {
+                    if let Some(oldest) = open.pop_front() {
+                        oldest.abort();
+                    }
+                }
+                open.push_back(tokio::spawn(serve_connection(stream, calls.clone())));
             }
             Err(e) => {
                 tracing::warn!("control socket accept: {e}");

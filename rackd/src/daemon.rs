@@ -180,9 +180,13 @@ async fn event_loop(
             ready = sock.readable() => {
                 let mut guard = ready.map_err(DaemonError::QueueIo)?;
                 let mut handler = Handler::new(&mut engine);
-                pump.run_once(guard.get_inner(), &mut handler, Instant::now())
+                let (_, drained) = pump
+                    .run_once(guard.get_inner(), &mut handler, Instant::now())
                     .map_err(DaemonError::QueueIo)?;
-                guard.clear_ready();
+                // Not drained: stay ready, so the next round comes after the other branches.
+                if drained {
+                    guard.clear_ready();
+                }
             }
             got = io.channel.recv_from(&mut datagram) => match got {
                 Ok((n, from)) => {

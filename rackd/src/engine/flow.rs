@@ -115,7 +115,7 @@ pub enum Init {
     Idle,
     /// Client side: `Init` sent (and resent until answered).
     Sent {
-        initiator: Initiator,
+        initiator: Box<Initiator>,
         frame: Vec<u8>,
         next_send: Instant,
         interval: std::time::Duration,
@@ -148,14 +148,15 @@ pub struct Flow {
     pub isn_local: Option<SeqNum>,
     pub isn_peer: Option<SeqNum>,
     pub init: Init,
-    pub session: Option<Session>,
+    /// Boxed, like `hold`: most flows in the table are negotiating, and a SYN flood fills it.
+    pub session: Option<Box<Session>>,
     /// Suspended on an operator's request: stays suspended until resumed the same way.
     pub pinned: bool,
     /// While suspended: what rackd tells the local socket (and the peer) in their place.
-    pub hold: Option<Hold>,
+    pub hold: Option<Box<Hold>>,
     /// Connected again, the hold kept until the peer has acknowledged the socket's outstanding
     /// data (see `hold`): when to re-send the socket's retransmission, and when to stop.
-    pub resync: Option<Resync>,
+    pub resync: Option<Box<Resync>>,
     /// From the socket table.
     pub bytes_sent: u64,
     pub bytes_received: u64,

@@ -48,7 +48,7 @@ const RESYNC_MAX: Duration = Duration::from_secs(1);
 const RESYNC_LIMIT: Duration = Duration::from_secs(10);
 /// Upper bound on connections in negotiation: beyond it new SYNs are not offered protection,
 /// so a SYN flood costs bounded memory.
-pub const MAX_NEGOTIATING: usize = 65_536;
+pub const MAX_NEGOTIATING: usize = 16_384;
 
 /// Tunables, from the configuration file.
 #[derive(Debug, Clone)]
@@ -312,7 +312,7 @@ impl Engine {
                 let frame = Message::Init(msg).encode();
                 let to = SocketAddr::new(syn.key.remote.ip(), self.cfg.peer_port);
                 flow.init = Init::Sent {
-                    initiator,
+                    initiator: Box::new(initiator),
                     frame: frame.clone(),
                     next_send: now + INIT_RETRY,
                     interval: INIT_RETRY,
@@ -444,7 +444,7 @@ impl Engine {
         match init::respond(self.rng.as_mut(), msg, &self.params, &peer, &mut self.trust) {
             Ok((ack, session)) => {
                 let frame = Message::InitAck(ack).encode();
-                flow.session = Some(session);
+                flow.session = Some(Box::new(session));
                 flow.init = Init::Done {
                     ack_frame: Some(frame.clone()),
                 };
@@ -479,7 +479,7 @@ impl Engine {
         let peer = key.remote.ip().to_string();
         match initiator.finish(ack, &peer, &mut self.trust) {
             Ok(session) => {
-                flow.session = Some(session);
+                flow.session = Some(Box::new(session));
                 flow.init = Init::Done { ack_frame: None };
                 self.connected(now, key, ack.conn_id);
             }
@@ -715,11 +715,11 @@ impl Engine {
         // Stay queued until the peer acknowledges the re-sent data (see `hold`).
         let mut out = vec![head.to_vec()];
         out.extend(hold.release(false));
-        flow.resync = Some(Resync {
+        flow.resync = Some(Box::new(Resync {
             next_send: now + RESYNC_FIRST,
             interval: RESYNC_FIRST,
             until: now + RESYNC_LIMIT,
-        });
+        }));
         self.next_scan = Some(self.next_scan.map_or(now, |t| t.min(now + RESYNC_FIRST)));
         for p in out {
             self.inject(key, p);
@@ -764,7 +764,7 @@ impl Engine {
         let hold = Hold::new(key, seq, &c);
         self.actions.push_back(Action::Inject(hold.start()));
         tracing::debug!(flow = %key, ?seq, "holding the socket");
-        flow.hold = Some(hold);
+        flow.hold = Some(Box::new(hold));
         let _ = now;
     }
 
@@ -1047,6 +1047,10 @@ impl Engine {
 
     fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
         let flow = self.flows.remove(key)?;
+        // Give back what a flood took once the table is mostly empty again.
+        if self.flows.capacity() > 1024 && self.flows.len() < self.flows.capacity() / 8 {
+            self.flows.shrink_to(self.flows.len() * 2);
+        }
         if matches!(flow.state, State::Negotiating { .. }) {
             self.negotiating -= 1;
         }

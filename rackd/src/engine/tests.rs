@@ -880,3 +880,10 @@ fn forged_beats_from_another_address_do_not_move_the_peer() {
     assert_eq!(net.s.flow(&key_at_server()).unwrap().wire, key_at_server());
     assert!(drain(&mut net.s).is_empty());
 }
+
+#[test]
+fn a_flow_entry_stays_small() {
+    // A SYN flood fills the table with negotiating flows (bounded by MAX_NEGOTIATING).
+    let size = std::mem::size_of::<Flow>() + std::mem::size_of::<FlowKey>();
+    assert!(size <= 384, "flow entry is {size} bytes");
+}

@@ -55,6 +55,9 @@ impl Default for Pump {
     }
 }
 
+/// Packets handled per call of [`Pump::run_once`] before the event loop gets a turn.
+pub const ROUND_LIMIT: usize = 2048;
+
 impl Pump {
     pub fn new() -> Self {
         Self {
@@ -66,19 +69,24 @@ impl Pump {
         }
     }
 
-    /// Handles everything waiting on `sock` without blocking; returns how many packets it saw.
-    /// `WouldBlock` is not an error: it ends the round.
+    /// Handles what is waiting on `sock` without blocking, up to [`ROUND_LIMIT`] packets, so a
+    /// flood cannot starve the daemon's other work. Returns how many packets it saw and whether
+    /// the socket was drained (`WouldBlock` reached); if not, call again soon.
     pub fn run_once(
         &mut self,
         sock: &QueueSocket,
         handler: &mut impl PacketHandler,
         now: Instant,
-    ) -> io::Result<usize> {
+    ) -> io::Result<(usize, bool)> {
         let mut seen = 0;
-        loop {
+        let mut drained = false;
+        while seen < ROUND_LIMIT {
             let n = match sock.recv(&mut self.recv_buf) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 // The kernel dropped messages: the packets it dropped were accepted by
                 // fail-open or will be retransmitted; count and carry on.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -113,7 +121,7 @@ impl Pump {
             }
         }
         self.flush(sock)?;
-        Ok(seen)
+        Ok((seen, drained))
     }
 
     fn flush(&mut self, sock: &QueueSocket) -> io::Result<()> {
