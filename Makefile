@@ -48,8 +48,11 @@ demo: deps
 	$(CARGO) build $(LOCKED) -p rackd -p rackctl -p netns-tests --bins
 	bash scripts/demo.sh
 
+# End-to-end benchmark against native TCP (root; about 5 minutes): table, JSON and SVG in
+# target/bench-e2e. Micro-benchmarks: `cargo bench -p tcpseq`.
 bench: deps
-	$(CARGO) bench --workspace $(LOCKED)
+	$(CARGO) build --release $(LOCKED) -p rackd -p rackctl -p benches
+	$${CARGO_TARGET_DIR:-target}/release/e2e --out $${CARGO_TARGET_DIR:-target}/bench-e2e
 
 clean:
 	$(CARGO) clean
