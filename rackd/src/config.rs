@@ -96,7 +96,8 @@ pub struct ControlConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PeerConfig {
-    /// TCP port of the daemon-to-daemon channel.
+    /// UDP port of the daemon channel (initialisation and heartbeats between daemons). TCP
+    /// connections to or from it are never intercepted either.
     pub port: u16,
 }
 
