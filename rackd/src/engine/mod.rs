@@ -1066,6 +1066,7 @@ impl Engine {
                 }
             }
             if flow.wire != flow.key {
+                self.by_wire.remove(&flow.wire);
                 self.actions.push_back(Action::Translate {
                     key: *key,
                     old: flow.wire,
