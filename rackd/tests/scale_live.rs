@@ -714,6 +714,98 @@ fn up_to_a_hundred_thousand_short_connections_leave_no_flows_and_no_memory_behin
     }
 }
 
+/// A connection from `from` (a fixed client port) to `to`, opened in `host`. Retries while the
+/// previous connection on the port is still finishing its close.
+fn connect_from(host: &Host, from: SocketAddr, to: SocketAddr) -> std::net::TcpStream {
+    in_host(host, move || {
+        runtime().block_on(async move {
+            let start = Instant::now();
+            loop {
+                let attempt = async {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.set_reuseaddr(true)?;
+                    socket.bind(from)?;
+                    socket.connect(to).await
+                };
+                match attempt.await {
+                    Ok(s) => {
+                        let s = s.into_std()?;
+                        s.set_nonblocking(false)?;
+                        return Ok::<_, io::Error>(s);
+                    }
+                    Err(e) if start.elapsed() > Duration::from_secs(2) => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        })
+    })
+    .join()
+    .expect("connecting thread")
+    .unwrap_or_else(|e| panic!("connect from {from} to {to}: {e}"))
+}
+
+/// Reproduces what the short-connection run hits now and then: a client port is reused for a
+/// new connection while the daemons still list the previous one on the same four-tuple (its
+/// socket closed a moment ago; flows are dropped on the next socket-table poll).
+#[test]
+fn a_client_port_reused_at_once_gives_a_new_managed_connection() {
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let (cd, sd) = rackd_pair(&topo, "", "debug");
+    let to = SocketAddr::new(server.ip(Family::V4), 6003);
+    let from = SocketAddr::new(client.ip(Family::V4), 40_003);
+    // The server echoes 8 bytes and closes first, as in the short-connection run.
+    let serving = in_host(server, move || -> io::Result<()> {
+        let listener = std::net::TcpListener::bind(to)?;
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept()?;
+            let mut n = [0u8; 8];
+            s.read_exact(&mut n)?;
+            s.write_all(&n)?;
+        }
+        Ok(())
+    });
+    let exchange = |mut s: std::net::TcpStream, n: u64| {
+        s.write_all(&n.to_be_bytes()).expect("write");
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).expect("read");
+        assert_eq!(back, n.to_be_bytes(), "echo of connection {n}");
+    };
+
+    let first = connect_from(client, from, to);
+    let first_id = assert_connected_on_both(&cd, &sd, to.port());
+    exchange(first, 1);
+    let second = connect_from(client, from, to);
+    let fresh = |c: &Option<ConnectionStatus>| {
+        c.as_ref()
+            .is_some_and(|c| c.state == ConnState::Connected && c.id != first_id)
+    };
+    let waited = Instant::now();
+    let seen = loop {
+        let seen = (cd.conn(to.port()), sd.conn(to.port()));
+        if fresh(&seen.0) && fresh(&seen.1) {
+            break seen;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "port {} reused for a new connection: after 5 s both ends should list it connected \
+             under a new id, not the first connection ({first_id}) or nothing; client rackd: \
+             {:?}, server rackd: {:?}; client released so far: {}\nclient rackd:\n{}\nserver rackd:\n{}",
+            from.port(),
+            seen.0,
+            seen.1,
+            state_count(&cd, ConnState::Released),
+            cd.log_tail(),
+            sd.log_tail()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let ids = (seen.0.map(|c| c.id), seen.1.map(|c| c.id));
+    assert_eq!(ids.0, ids.1, "both ends name the new connection alike");
+    exchange(second, 2);
+    serving.join().expect("server thread").expect("server");
+}
+
 // ----- 3. full-rate iperf3 ----------------------------------------------------------------
 
 /// Starts an iperf3 server on `port` in `host`, bound to its address of `family`.
