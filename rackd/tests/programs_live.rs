@@ -24,7 +24,7 @@ use edp::message::{Capabilities, ConnId, Init, Message};
 use edp::option::{SynFlags, SynOption, EXID, KIND};
 use netns_tests::stream::{digest_of, Pattern, StreamReport};
 use netns_tests::{Family, Host, Process, Topology};
-use rackctl::proto::ConnState;
+use rackctl::proto::{ConnState, ConnectionStatus};
 use tcpseq::{Ipv4Packet, Segment, SeqNum, TcpOption};
 
 /// The unprivileged user (and group) that starts the setuid program: `nobody`.
@@ -84,10 +84,16 @@ impl Daemons {
         [&self.client, &self.server]
     }
 
-    /// Whether the connection to `port` is in `state` with `reconnects` at both ends.
-    fn all_in(&self, port: u16, state: ConnState, reconnects: u32) -> bool {
-        self.both().iter().all(|d| {
-            d.conn(port)
+    /// Connection `id` at each end (by id: a forger's flows may share the port).
+    fn conns(&self, id: &str) -> [Option<ConnectionStatus>; 2] {
+        self.both()
+            .map(|d| d.connections().into_iter().find(|c| c.id == id))
+    }
+
+    /// Whether connection `id` is in `state` with `reconnects` at both ends.
+    fn all_in(&self, id: &str, state: ConnState, reconnects: u32) -> bool {
+        self.conns(id).iter().all(|c| {
+            c.as_ref()
                 .is_some_and(|c| c.state == state && c.reconnects == reconnects)
         })
     }
@@ -123,13 +129,16 @@ impl Daemons {
     }
 }
 
+/// The daemons and the id of the connection under test, when a test runs with rackd.
+type Watched<'a> = Option<(&'a Daemons, &'a str)>;
+
 /// Cuts the client–server path at the router; with rackd, waits until both ends suspended
-/// the connection to `port`.
-fn cut(topo: &Topology, daemons: Option<&Daemons>, port: u16) {
+/// the connection.
+fn cut(topo: &Topology, watched: Watched) {
     topo.cut("client", "server").unwrap();
-    if let Some(d) = daemons {
+    if let Some((d, id)) = watched {
         wait_for("both ends to suspend", Duration::from_secs(3), || {
-            d.all_in(port, ConnState::Suspended, 0)
+            d.all_in(id, ConnState::Suspended, 0)
         });
     }
 }
@@ -143,17 +152,17 @@ struct Restored {
 }
 
 /// Restores the path. Returns when and, with rackd, how long after that both ends showed the
-/// connection to `port` connected again (once reconnected).
-fn restore(topo: &Topology, daemons: Option<&Daemons>, port: u16) -> (Restored, Option<Duration>) {
+/// connection connected again (once reconnected).
+fn restore(topo: &Topology, watched: Watched) -> (Restored, Option<Duration>) {
     let at = Instant::now();
     topo.restore("client", "server").unwrap();
     let restored = Restored {
         at,
         command: at.elapsed(),
     };
-    let resumed = daemons.map(|d| {
+    let resumed = watched.map(|(d, id)| {
         wait_for("both ends to resume", Duration::from_secs(5), || {
-            d.all_in(port, ConnState::Connected, 1)
+            d.all_in(id, ConnState::Connected, 1)
         });
         at.elapsed()
     });
@@ -383,9 +392,10 @@ fn nc_outage(busybox: &Path, with_rackd: bool, outage: Duration) -> NcOutcome {
             NcEnd::spawn(client, busybox, &[&target, &port.to_string()], &scratch, 1)
         },
     ];
-    if let Some(d) = &daemons {
-        assert_connected_on_both(&d.client, &d.server, port);
-    }
+    let id = daemons
+        .as_ref()
+        .map(|d| assert_connected_on_both(&d.client, &d.server, port));
+    let watched = daemons.as_ref().zip(id.as_deref());
     let stop_feeding = AtomicBool::new(false);
     let stop_watching = AtomicBool::new(false);
     let mut during = [0u64; 2];
@@ -414,10 +424,10 @@ fn nc_outage(busybox: &Path, with_rackd: bool, outage: Duration) -> NcOutcome {
         });
         thread::sleep(Duration::from_secs(2));
         let at_cut = [ends[0].fed(), ends[1].fed()];
-        cut(&topo, daemons.as_ref(), port);
+        cut(&topo, watched);
         thread::sleep(outage);
         during = [ends[0].fed() - at_cut[0], ends[1].fed() - at_cut[1]];
-        let (back, up) = restore(&topo, daemons.as_ref(), port);
+        let (back, up) = restore(&topo, watched);
         (restored, resumed) = (Some(back), up);
         thread::sleep(Duration::from_secs(3));
         stop_feeding.store(true, Ordering::Relaxed);
@@ -640,17 +650,23 @@ fn setuid_outage(family: Family, with_rackd: bool, outage: Duration) -> SetuidOu
         .wait_for_output("listening", Duration::from_secs(10))
         .unwrap();
     let client_end = StreamEnd::spawn(client, &program, "client", addr, bytes, 1);
-    if let Some(d) = &daemons {
-        assert_connected_on_both(&d.client, &d.server, port);
-    }
+    // Connected: both processes are the program now, no longer the launcher chain before it.
+    server_end
+        .process
+        .wait_for_output("connection from", Duration::from_secs(5))
+        .unwrap();
+    let id = daemons
+        .as_ref()
+        .map(|d| assert_connected_on_both(&d.client, &d.server, port));
+    let watched = daemons.as_ref().zip(id.as_deref());
     let uids = [
         uids(client_end.process.pid()),
         uids(server_end.process.pid()),
     ];
     thread::sleep(Duration::from_secs(2));
-    cut(&topo, daemons.as_ref(), port);
+    cut(&topo, watched);
     thread::sleep(outage);
-    let (_, resumed) = restore(&topo, daemons.as_ref(), port);
+    let (_, resumed) = restore(&topo, watched);
     let timeout = Duration::from_secs(60);
     let mut problems = client_end.problems(bytes, server_end.seed, timeout);
     problems.extend(server_end.problems(bytes, client_end.seed, timeout));
@@ -704,12 +720,12 @@ const FORGED_IP_ID: u16 = 0x7b7b;
 
 /// Counts arriving forged packets (by [`FORGED_IP_ID`]) before anything else sees them.
 const COUNT_FORGED: &str = "table ip rk_forged {
-    counter tcp {}
-    counter udp {}
+    counter forged_tcp {}
+    counter forged_udp {}
     chain count {
         type filter hook prerouting priority -400; policy accept;
-        ip id 0x7b7b meta l4proto tcp counter name \"tcp\"
-        ip id 0x7b7b meta l4proto udp counter name \"udp\"
+        ip id 0x7b7b meta l4proto tcp counter name \"forged_tcp\"
+        ip id 0x7b7b meta l4proto udp counter name \"forged_udp\"
     }
 }
 ";
@@ -723,7 +739,17 @@ fn install_forged_counters(host: &Host, scratch: &Scratch) {
 /// Forged packets of protocol `proto` (`tcp`/`udp`) that reached `host`.
 fn forged_arrived(host: &Host, proto: &str) -> u64 {
     let out = host
-        .run("nft", ["-j", "list", "counter", "ip", "rk_forged", proto])
+        .run(
+            "nft",
+            [
+                "-j",
+                "list",
+                "counter",
+                "ip",
+                "rk_forged",
+                &format!("forged_{proto}"),
+            ],
+        )
         .unwrap();
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     json["nftables"]
@@ -983,11 +1009,12 @@ fn forged_resumption_from_a_third_host_neither_revives_nor_disturbs_a_suspended_
     let run = netns_tests::StreamRun::start(client, server, options).unwrap();
     let id = assert_connected_on_both(&daemons.client, &daemons.server, port);
     thread::sleep(Duration::from_secs(2));
-    cut(&topo, Some(&daemons), port);
+    cut(&topo, Some((&daemons, &id)));
     let cut_at = Instant::now();
 
     // The thief reads the id and both endpoints from the server's status.
-    let conn = daemons.server.conn(port).unwrap();
+    let [_, conn] = daemons.conns(&id);
+    let conn = conn.unwrap();
     let stolen = Stolen {
         id: ConnId(u64::from_str_radix(&id, 16).unwrap()),
         client: v4(&conn.remote),
@@ -997,11 +1024,10 @@ fn forged_resumption_from_a_third_host_neither_revives_nor_disturbs_a_suspended_
     // While the path is cut nothing may bring the connection back.
     while cut_at.elapsed() < outage {
         assert!(
-            daemons.all_in(port, ConnState::Suspended, 0),
-            "forged packets changed the suspended connection after {:?}: client {:?}, server {:?}\n{}",
+            daemons.all_in(&id, ConnState::Suspended, 0),
+            "forged packets changed the suspended connection {:?} after the cut: {:#?}\n{}",
             cut_at.elapsed(),
-            daemons.client.conn(port),
-            daemons.server.conn(port),
+            daemons.conns(&id),
             daemons.logs()
         );
         thread::sleep(Duration::from_millis(50));
@@ -1037,7 +1063,7 @@ fn forged_resumption_from_a_third_host_neither_revives_nor_disturbs_a_suspended_
         forgery.replies.iter().take(3).collect::<Vec<_>>()
     );
 
-    let (_, resumed) = restore(&topo, Some(&daemons), port);
+    let (_, resumed) = restore(&topo, Some((&daemons, &id)));
     let report = run.wait().unwrap();
     assert!(
         report.intact(),
