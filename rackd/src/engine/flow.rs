@@ -157,6 +157,10 @@ pub struct Flow {
     /// Connected again, the hold kept until the peer has acknowledged the socket's outstanding
     /// data (see `hold`): when to re-send the socket's retransmission, and when to stop.
     pub resync: Option<Box<Resync>>,
+    /// A SYN with the rackd option (peer token, ISN) arrived for this tuple while rackd still
+    /// lists an older connection on it; if the local kernel answers with a SYN-ACK, that older
+    /// connection is gone and this is a new one.
+    pub reused_by: Option<(u32, SeqNum)>,
     /// From the socket table.
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -181,6 +185,7 @@ impl Flow {
             pinned: false,
             hold: None,
             resync: None,
+            reused_by: None,
             bytes_sent: 0,
             bytes_received: 0,
         }

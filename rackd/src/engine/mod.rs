@@ -249,19 +249,21 @@ impl Engine {
                 self.server_syn(now, syn);
                 SynVerdict::Pass
             }
-            (Dir::Out, true) => self.server_syn_ack(syn),
+            (Dir::Out, true) => self.server_syn_ack(now, syn),
         }
     }
 
     fn client_syn(&mut self, now: Instant, syn: SynSeen) -> SynVerdict {
         if let Some(flow) = self.flows.get(&syn.key) {
-            return match flow.state {
+            match flow.state {
                 // A retransmitted SYN carries the same token.
-                State::Negotiating { token_local, .. } => {
-                    SynVerdict::AddHello { token: token_local }
+                State::Negotiating { token_local, .. } if flow.isn_local == Some(syn.seq) => {
+                    return SynVerdict::AddHello { token: token_local };
                 }
-                _ => SynVerdict::Pass,
-            };
+                // The local kernel opens a tuple only when its old connection is gone: the
+                // port was reused before rackd noticed the end.
+                _ => self.close(syn.key),
+            }
         }
         if self.negotiating >= MAX_NEGOTIATING {
             self.counters.not_offered += 1;
@@ -341,7 +343,12 @@ impl Engine {
                 return;
             }
             if !matches!(flow.state, State::Negotiating { .. }) {
-                return; // an established connection is not replaced by a stray SYN
+                // Not replaced by a SYN alone (anyone can send one); only if the local kernel
+                // answers it with a SYN-ACK, which it does only when the old connection is gone.
+                if let Some(flow) = self.flows.get_mut(&syn.key) {
+                    flow.reused_by = Some((token_peer, syn.seq));
+                }
+                return;
             }
             self.remove(&syn.key);
         }
@@ -363,7 +370,24 @@ impl Engine {
         self.insert(now, flow);
     }
 
-    fn server_syn_ack(&mut self, syn: SynSeen) -> SynVerdict {
+    fn server_syn_ack(&mut self, now: Instant, syn: SynSeen) -> SynVerdict {
+        let reused = self.flows.get(&syn.key).and_then(|f| match f.state {
+            State::Negotiating { .. } => None,
+            _ => f.reused_by,
+        });
+        if let Some((token_peer, isn_peer)) = reused {
+            self.close(syn.key);
+            self.server_syn(
+                now,
+                SynSeen {
+                    dir: Dir::In,
+                    ack: false,
+                    hello: Some(token_peer),
+                    seq: isn_peer,
+                    ..syn
+                },
+            );
+        }
         match self.flows.get_mut(&syn.key) {
             Some(
                 flow @ Flow {
