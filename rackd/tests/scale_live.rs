@@ -771,9 +771,9 @@ fn connect_from(host: &Host, from: SocketAddr, to: SocketAddr) -> std::net::TcpS
     .unwrap_or_else(|e| panic!("connect from {from} to {to}: {e}"))
 }
 
-/// Reproduces what the short-connection run hits now and then: a client port is reused for a
-/// new connection while the daemons still list the previous one on the same four-tuple (its
-/// socket closed a moment ago; flows are dropped on the next socket-table poll).
+/// A client port reused for a new connection while both daemons still list the previous one
+/// on the same four-tuple (its socket closed a moment ago; flows are dropped at the next
+/// socket-table poll). The short-connection run hits this now and then; here it is certain.
 #[test]
 fn a_client_port_reused_at_once_gives_a_new_managed_connection() {
     let topo = topology();
