@@ -485,6 +485,9 @@ fn nc_outage(busybox: &Path, with_rackd: bool, outage: Duration) -> NcOutcome {
     }
 }
 
+/// busybox nc is single-threaded: while a write to its socket blocks it reads nothing, so its
+/// receive window shrinks to a few KiB during the outage. After the path returns the peer may
+/// then run far ahead of whatever either daemon captured during the hold.
 #[test]
 fn static_busybox_nc_survives_an_outage_both_ways_and_dies_without_rackd() {
     let busybox = static_busybox();
@@ -816,8 +819,8 @@ impl RawSender {
     }
 }
 
-/// Sets the forged packets' IP id (the IP checksum does not cover it for TCP/UDP, but the IP
-/// header checksum does).
+/// Gives a forged packet its IP identification and refreshes the IP header checksum (the TCP and
+/// UDP checksums do not cover the identification).
 fn mark_forged(packet: &mut [u8]) {
     let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
     ip.set_ident(FORGED_IP_ID);
@@ -883,7 +886,7 @@ struct Stolen {
 /// What the forger sent and what came back to it.
 #[derive(Debug, Default)]
 struct Forgery {
-    /// Forged packets sent to each host: (TCP to the server, UDP to the server, UDP to the client).
+    /// Forged packets sent, by target.
     syns_to_server: u64,
     datagrams_to_server: u64,
     datagrams_to_client: u64,
@@ -918,7 +921,7 @@ fn forge(
                     src,
                     stolen.server,
                     token,
-                    random::<4>()[0].into(),
+                    u32::from_ne_bytes(random()),
                 ));
             }
             raw.send(&forged_syn(
