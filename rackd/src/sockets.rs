@@ -58,5 +58,6 @@ fn counters(i: &SockInfo) -> Option<SocketCounters> {
         snd_wnd: i.snd_wnd,
         snd_wscale: i.snd_wscale,
         timestamps: i.timestamps,
+        unacked: i.unacked,
     })
 }

@@ -40,6 +40,8 @@ pub struct SocketCounters {
     /// The scale the peer applies to the windows it advertises.
     pub snd_wscale: u8,
     pub timestamps: bool,
+    /// Segments sent and not yet acknowledged (`tcpi_unacked`).
+    pub unacked: u32,
 }
 
 /// The local socket's sequence state, derived from its counters and the ISNs.
@@ -130,6 +132,8 @@ pub struct Hold {
     /// The socket's latest retransmission of its oldest unacknowledged segment, checksum
     /// complete, ready to be sent to the peer on resume.
     head: Option<Vec<u8>>,
+    /// The socket had data in flight when the hold began.
+    outstanding: bool,
 }
 
 impl Hold {
@@ -144,6 +148,7 @@ impl Hold {
             local: Seen::default(),
             remote: Seen::default(),
             head: None,
+            outstanding: c.unacked > 0,
         }
     }
 
@@ -193,6 +198,12 @@ impl Hold {
     /// The local socket's retransmission to re-send to the peer, if it has data outstanding.
     pub fn head(&self) -> Option<&[u8]> {
         self.head.as_deref()
+    }
+
+    /// Whether the socket had data in flight when the hold began: then its window must stay
+    /// closed until the peer acknowledges new data, re-sent head or not.
+    pub fn outstanding(&self) -> bool {
+        self.outstanding
     }
 
     /// Whether a packet from the peer acknowledges data beyond what was acknowledged when the

@@ -46,6 +46,9 @@ const SCAN_IDLE: Duration = Duration::from_secs(1);
 const RESYNC_FIRST: Duration = Duration::from_millis(100);
 const RESYNC_MAX: Duration = Duration::from_secs(1);
 const RESYNC_LIMIT: Duration = Duration::from_secs(10);
+/// Without a captured retransmission the socket's own next one is awaited: its retransmission
+/// timer backs off to at most 120 s.
+const RESYNC_LIMIT_WITHOUT_HEAD: Duration = Duration::from_secs(130);
 /// Upper bound on connections in negotiation: beyond it new SYNs are not offered protection,
 /// so a SYN flood costs bounded memory.
 pub const MAX_NEGOTIATING: usize = 16_384;
@@ -732,17 +735,24 @@ impl Engine {
             self.queue(key, false);
             return;
         };
-        let Some(head) = hold.head() else {
+        if hold.head().is_none() && !hold.outstanding() {
             self.end_hold(key, true);
             return;
-        };
-        // Stay queued until the peer acknowledges the re-sent data (see `hold`).
-        let mut out = vec![head.to_vec()];
+        }
+        // Stay queued, the window closed, until the peer acknowledges new data (see `hold`):
+        // re-send the socket's captured retransmission, or, if none was seen during a short
+        // hold, let its next one (a window probe, which never aborts it) go to the peer.
+        let mut out: Vec<Vec<u8>> = hold.head().map(<[u8]>::to_vec).into_iter().collect();
         out.extend(hold.release(false));
+        let limit = if hold.head().is_some() {
+            RESYNC_LIMIT
+        } else {
+            RESYNC_LIMIT_WITHOUT_HEAD
+        };
         flow.resync = Some(Box::new(Resync {
             next_send: now + RESYNC_FIRST,
             interval: RESYNC_FIRST,
-            until: now + RESYNC_LIMIT,
+            until: now + limit,
         }));
         self.next_scan = Some(self.next_scan.map_or(now, |t| t.min(now + RESYNC_FIRST)));
         for p in out {

@@ -553,6 +553,7 @@ fn suspension_answers_the_socket_with_exact_zero_window_acks_and_resumes() {
         snd_wnd: 3 << 20,
         snd_wscale: 7,
         timestamps: true,
+        unacked: 14,
     };
     let (snd_una, rcv_nxt) = hold_client(&mut net, counters);
     // The socket's next packet reveals its timestamps; the answer carries them back.
@@ -938,4 +939,51 @@ fn a_forged_syn_on_a_connected_tuple_changes_nothing_without_a_syn_ack() {
     net.run_for(Duration::from_secs(3));
     assert_eq!(net.s.flow(&key_at_server()).unwrap().id_hex(), id);
     assert_eq!(net.state(true), "connected");
+}
+
+#[test]
+fn a_short_hold_with_data_in_flight_keeps_the_window_closed_until_the_peer_acknowledges() {
+    let mut net = Net::connected();
+    net.c_to_s = false;
+    net.s_to_c = false;
+    net.run_for(Duration::from_secs(2));
+    let counters = SocketCounters {
+        bytes_acked: 1_001,
+        timestamps: true,
+        unacked: 3,
+        ..SocketCounters::default()
+    };
+    let (snd_una, rcv_nxt) = hold_client(&mut net, counters);
+    // The path returns before the socket retransmitted anything rackd could capture.
+    net.c_to_s = true;
+    net.s_to_c = true;
+    net.c_out.clear();
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(net.state(false), "connected");
+    assert!(
+        !net.c_out
+            .iter()
+            .any(|a| matches!(a, Action::Inject(_) | Action::Queue { on: false, .. })),
+        "no window reopened, still queued: {:?}",
+        net.c_out
+    );
+    // The socket's next retransmission (a window probe) travels to the peer...
+    let retransmission = SegmentSeen {
+        payload_len: 1448,
+        ..dupack(snd_una, rcv_nxt, (50, 60))
+    };
+    let v = net
+        .c
+        .on_segment(net.now, Dir::Out, key_at_client(), &retransmission, || None);
+    assert_eq!(v, SegmentVerdict::Accept);
+    // ...and the peer's acknowledgement of it ends the hold.
+    let ack = dupack(rcv_nxt, snd_una + 1448, (61, 50));
+    net.c
+        .on_segment(net.now, Dir::In, key_at_client(), &ack, || None);
+    assert!(drain(&mut net.c).contains(&Action::Queue {
+        key: key_at_client(),
+        wire: key_at_client(),
+        on: false
+    }));
+    assert!(net.c.flow(&key_at_client()).unwrap().hold.is_none());
 }
