@@ -1067,7 +1067,14 @@ fn forged_resumption_from_a_third_host_neither_revives_nor_disturbs_a_suspended_
     );
 
     let (_, resumed) = restore(&topo, Some((&daemons, &id)));
-    let report = run.wait().unwrap();
+    let report = run.wait().unwrap_or_else(|e| {
+        panic!(
+            "the stream after the forged resumption: {e}\nstatus: {:#?}\n{}\n{}",
+            daemons.conns(&id),
+            daemons.logs(),
+            refusal_counters(&topo)
+        )
+    });
     assert!(
         report.intact(),
         "transfer after the forged resumption: {:?}\n{}\n{}",
