@@ -167,6 +167,19 @@ impl Hold {
         seg: &SegmentSeen,
         packet: impl FnOnce() -> Option<Vec<u8>>,
     ) -> Option<Vec<u8>> {
+        self.observe_local(seg, packet);
+        if seg.flags.rst() || !self.local.may_answer(now) {
+            return None;
+        }
+        if self.timestamps && seg.timestamps.is_none() {
+            return None; // cannot pass PAWS without its timestamps
+        }
+        Some(self.to_local(0))
+    }
+
+    /// What a packet of the local socket shows: its receive position and timestamps, and its
+    /// retransmission of `snd_una` if it is one. Also while resuming, when the packet travels.
+    pub fn observe_local(&mut self, seg: &SegmentSeen, packet: impl FnOnce() -> Option<Vec<u8>>) {
         self.local.learn(seg);
         if seg.payload_len > 0 && seg.seq == self.snd_una {
             if let Some(p) = packet() {
@@ -176,13 +189,6 @@ impl Hold {
         if seg.flags.ack() {
             self.local_rcv_nxt = seg.ack;
         }
-        if seg.flags.rst() || !self.local.may_answer(now) {
-            return None;
-        }
-        if self.timestamps && seg.timestamps.is_none() {
-            return None; // cannot pass PAWS without its timestamps
-        }
-        Some(self.to_local(0))
     }
 
     /// A packet from the peer (`Dir::In`) during the hold: returns the answer (rackd speaks for
@@ -195,9 +201,22 @@ impl Hold {
         self.to_remote(0)
     }
 
-    /// The local socket's retransmission to re-send to the peer, if it has data outstanding.
-    pub fn head(&self) -> Option<&[u8]> {
-        self.head.as_deref()
+    /// The local socket's retransmission to re-send to the peer, if it has data outstanding,
+    /// with the acknowledgement and window the socket shows now: the peer may have sent more
+    /// since it was captured, and refuses an ACK too far behind (RFC 5961).
+    pub fn head(&self) -> Option<Vec<u8>> {
+        let mut head = self.head.clone()?;
+        if let Ok(mut p) = tcpseq::TcpIpPacket::new_checked(&mut head[..]) {
+            p.set_ack(self.local_rcv_nxt);
+            if let Some(w) = self.local.window {
+                p.set_window(w);
+            }
+        }
+        Some(head)
+    }
+
+    pub fn has_head(&self) -> bool {
+        self.head.is_some()
     }
 
     /// Whether the socket had data in flight when the hold began: then its window must stay

@@ -449,7 +449,9 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
         };
-        if flow.role != Role::Server {
+        // Only from the address the connection came from: nobody else learns our answer (and
+        // a spoofed source cannot turn the server into a reflector).
+        if flow.role != Role::Server || from.ip() != flow.wire.remote.ip() {
             self.counters.bad_datagrams += 1;
             return;
         }
@@ -735,16 +737,16 @@ impl Engine {
             self.queue(key, false);
             return;
         };
-        if hold.head().is_none() && !hold.outstanding() {
+        if !hold.has_head() && !hold.outstanding() {
             self.end_hold(key, true);
             return;
         }
         // Stay queued, the window closed, until the peer acknowledges new data (see `hold`):
         // re-send the socket's captured retransmission, or, if none was seen during a short
         // hold, let its next one (a window probe, which never aborts it) go to the peer.
-        let mut out: Vec<Vec<u8>> = hold.head().map(<[u8]>::to_vec).into_iter().collect();
+        let mut out: Vec<Vec<u8>> = hold.head().into_iter().collect();
         out.extend(hold.release(false));
-        let limit = if hold.head().is_some() {
+        let limit = if hold.has_head() {
             RESYNC_LIMIT
         } else {
             RESYNC_LIMIT_WITHOUT_HEAD
@@ -832,6 +834,9 @@ impl Engine {
         }
         if flow.resync.is_some() {
             // Resumed: everything travels; the peer's acknowledgement of new data ends it.
+            if dir == Dir::Out {
+                hold.observe_local(seg, packet);
+            }
             if dir == Dir::In && hold.peer_caught_up(seg) {
                 tracing::debug!(flow = %key, "back in step");
                 self.end_hold(key, false);
@@ -968,7 +973,7 @@ impl Engine {
                 } else if r.next_send <= now {
                     r.interval = (r.interval * 2).min(RESYNC_MAX);
                     r.next_send = now + r.interval;
-                    resend.extend(hold.head().map(|h| (*key, h.to_vec())));
+                    resend.extend(hold.head().map(|h| (*key, h)));
                 }
                 next = next.min(r.next_send);
             }

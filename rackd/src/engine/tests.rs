@@ -987,3 +987,62 @@ fn a_short_hold_with_data_in_flight_keeps_the_window_closed_until_the_peer_ackno
     }));
     assert!(net.c.flow(&key_at_client()).unwrap().hold.is_none());
 }
+
+#[test]
+fn the_re_sent_retransmission_carries_the_sockets_latest_acknowledgement() {
+    let key = key_at_client();
+    let counters = SocketCounters {
+        bytes_acked: 1,
+        timestamps: true,
+        unacked: 1,
+        ..SocketCounters::default()
+    };
+    let seq = hold::SeqState::derive(Role::Client, CLIENT_ISN, SERVER_ISN, &counters);
+    let mut h = hold::Hold::new(key, seq, &counters);
+    let captured = tcpseq::Segment::data(
+        key.local,
+        key.remote,
+        seq.snd_una,
+        seq.rcv_nxt,
+        100,
+        b"payload",
+    )
+    .to_vec()
+    .unwrap();
+    let seen = SegmentSeen {
+        payload_len: 7,
+        window: 100,
+        ..dupack(seq.snd_una, seq.rcv_nxt, (1, 1))
+    };
+    h.observe_local(&seen, || Some(captured.clone()));
+    // The peer's data reached the socket since; its ACK moved on.
+    let later = SegmentSeen {
+        window: 300,
+        ..dupack(seq.snd_una + 7, seq.rcv_nxt + 50_000, (2, 2))
+    };
+    h.observe_local(&later, || None);
+    let head = h.head().unwrap();
+    let p = TcpIpPacket::new_checked(&head[..]).unwrap();
+    assert!(p.checksums_ok());
+    assert_eq!(p.tcp().seq(), seq.snd_una);
+    assert_eq!(p.tcp().ack(), seq.rcv_nxt + 50_000);
+    assert_eq!(p.tcp().window(), 300);
+    assert_eq!(p.tcp_payload(), b"payload");
+}
+
+#[test]
+fn init_is_answered_only_to_the_connections_peer_address() {
+    let mut net = Net::new();
+    net.handshake(false, true);
+    let init = drain(&mut net.c)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send { datagram, .. } => Some(datagram),
+            _ => None,
+        })
+        .unwrap();
+    net.s
+        .on_datagram(net.now, "203.0.113.2:7113".parse().unwrap(), &init);
+    assert!(drain(&mut net.s).is_empty(), "no answer to a third host");
+    assert_eq!(net.state(true), "negotiating");
+}
