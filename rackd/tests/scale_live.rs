@@ -541,7 +541,7 @@ async fn short_connections(
 /// Echoes one 8-byte number per connection and closes first (so TIME_WAIT stays on the
 /// server and client ports are free at once), until `stop`. Returns connections served.
 async fn short_server(
-    targets: [SocketAddr; 2],
+    [l4, l6]: [tokio::net::TcpListener; 2],
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> io::Result<u64> {
     async fn serve(mut s: tokio::net::TcpStream) -> io::Result<()> {
@@ -549,7 +549,6 @@ async fn short_server(
         s.read_exact(&mut n).await?;
         s.write_all(&n).await
     }
-    let [l4, l6] = [listen(targets[0])?, listen(targets[1])?];
     let served = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     tokio::pin!(stop);
@@ -645,8 +644,10 @@ fn up_to_a_hundred_thousand_short_connections_leave_no_flows_and_no_memory_behin
     let (listening, is_listening) = mpsc::channel();
     let serving = in_host(server, move || {
         runtime().block_on(async move {
+            // Listening before the clients are told to start.
+            let listeners = [listen(targets[0])?, listen(targets[1])?];
             let _ = listening.send(());
-            short_server(targets, stopped).await
+            short_server(listeners, stopped).await
         })
     });
     is_listening.recv().expect("short server starts");
