@@ -3,7 +3,7 @@
 //! no locks.
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
@@ -115,10 +115,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let io = Io {
         ruleset: &ruleset,
         injector,
-        channel_v6: channel.local_addr().is_ok_and(|a| a.is_ipv6()),
         channel,
         sockets,
         kept: Vec::new(),
+        senders: std::collections::HashMap::new(),
     };
     let result = event_loop(&info, engine_config(&cfg), sock, io, &mut calls).await;
     control_task.abort();
@@ -136,11 +136,11 @@ struct Io<'a> {
     ruleset: &'a nft_rules::Ruleset,
     injector: Injector,
     channel: UdpSocket,
-    /// Bound to `[::]` (IPv4 peers are reached at mapped addresses) rather than `0.0.0.0`.
-    channel_v6: bool,
     sockets: SocketTable,
     /// Addresses rackd added to `lo` for sockets bound to them; removed when rackd stops.
     kept: Vec<std::net::IpAddr>,
+    /// Datagram sockets bound to each local address rackd sends from.
+    senders: std::collections::HashMap<std::net::IpAddr, std::net::UdpSocket>,
 }
 
 impl Drop for Io<'_> {
@@ -234,11 +234,8 @@ async fn event_loop(
 fn perform(engine: &mut Engine, io: &mut Io<'_>) {
     while let Some(action) = engine.poll_action() {
         match action {
-            Action::Send { to, datagram } => {
-                if let Err(e) = io
-                    .channel
-                    .try_send_to(&datagram, channel_addr(to, io.channel_v6))
-                {
+            Action::Send { to, from, datagram } => {
+                if let Err(e) = send_from(io, from, to, &datagram) {
                     // Datagrams are best effort: heartbeats and Init are repeated anyway.
                     tracing::debug!(%to, "daemon channel send: {e}");
                 }
@@ -363,13 +360,25 @@ fn bind_channel(port: u16) -> io::Result<UdpSocket> {
     UdpSocket::from_std(std)
 }
 
-fn channel_addr(to: SocketAddr, v6_socket: bool) -> SocketAddr {
-    match to {
-        SocketAddr::V4(v4) if v6_socket => {
-            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-        }
-        v6 => v6,
+/// Sends a datagram from the given local address: through a socket bound to it (made on first
+/// use), so the kernel's own source choice never announces an address rackd has not moved to.
+/// An address that is gone fails to bind, and the datagram is not sent.
+fn send_from(
+    io: &mut Io<'_>,
+    from: std::net::IpAddr,
+    to: SocketAddr,
+    datagram: &[u8],
+) -> io::Result<()> {
+    if let std::collections::hash_map::Entry::Vacant(slot) = io.senders.entry(from) {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(from, 0))?;
+        s.set_nonblocking(true)?;
+        slot.insert(s);
     }
+    let sent = io.senders[&from].send_to(datagram, to);
+    if sent.is_err() {
+        io.senders.remove(&from); // rebuilt next time, in case the address came and went
+    }
+    sent.map(drop)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

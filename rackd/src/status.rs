@@ -58,8 +58,8 @@ fn connection(f: &Flow, last_heartbeat: Option<Instant>, now: Instant) -> Connec
     ConnectionStatus {
         id: f.id_hex(),
         state,
-        local: f.key.local.to_string(),
-        remote: f.key.remote.to_string(),
+        local: f.wire.local.to_string(),
+        remote: f.wire.remote.to_string(),
         original_local: f.key.local.to_string(),
         original_remote: f.key.remote.to_string(),
         age_s: now.duration_since(f.created).as_secs(),

@@ -109,8 +109,13 @@ pub enum SegmentVerdict {
 /// Work for the I/O layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// A daemon-channel datagram.
-    Send { to: SocketAddr, datagram: Vec<u8> },
+    /// A daemon-channel datagram, sent from the address the flows use on the wire (`from`), so
+    /// the peer never learns of an address before rackd has moved its flows to it.
+    Send {
+        to: SocketAddr,
+        from: IpAddr,
+        datagram: Vec<u8>,
+    },
     /// Start (`on`) or stop queueing both directions of the flow. Outgoing packets are matched
     /// as they leave (`wire`), incoming ones after translation back (`key`).
     Queue {
@@ -325,6 +330,7 @@ impl Engine {
                 self.by_conn.insert(conn_id, syn.key);
                 self.actions.push_back(Action::Send {
                     to,
+                    from: syn.key.local.ip(),
                     datagram: frame,
                 });
             }
@@ -461,7 +467,8 @@ impl Engine {
             } => {
                 // Our InitAck was lost: the same answer again.
                 self.actions.push_back(Action::Send {
-                    to: from,
+                    to: SocketAddr::new(from.ip(), self.cfg.peer_port),
+                    from: flow.wire.local.ip(),
                     datagram: frame.clone(),
                 });
                 return;
@@ -478,7 +485,8 @@ impl Engine {
                     ack_frame: Some(frame.clone()),
                 };
                 self.actions.push_back(Action::Send {
-                    to: from,
+                    to: SocketAddr::new(from.ip(), self.cfg.peer_port),
+                    from: flow.wire.local.ip(),
                     datagram: frame,
                 });
                 self.connected(now, key, msg.conn_id);
@@ -656,16 +664,12 @@ impl Engine {
         };
         // Connections that ended are skipped; the peer is dropped when none is left.
         while let Some((conn_id, seq, echo)) = peer.beat(now, &self.timing) {
-            let session = self
-                .by_conn
-                .get(&conn_id)
-                .and_then(|k| self.flows.get(k))
-                .and_then(|f| f.session.as_ref());
-            match session {
-                Some(s) => {
+            let flow = self.by_conn.get(&conn_id).and_then(|k| self.flows.get(k));
+            match flow.and_then(|f| Some((f.session.as_ref()?, f.wire.local.ip()))) {
+                Some((s, from)) => {
                     let datagram = Message::heartbeat(s.key(), conn_id, seq, echo).encode();
                     let to = SocketAddr::new(ip, self.cfg.peer_port);
-                    self.actions.push_back(Action::Send { to, datagram });
+                    self.actions.push_back(Action::Send { to, from, datagram });
                     return;
                 }
                 None => {
@@ -996,6 +1000,7 @@ impl Engine {
                             *next_send = now + *interval;
                             self.actions.push_back(Action::Send {
                                 to: SocketAddr::new(flow.wire.remote.ip(), self.cfg.peer_port),
+                                from: flow.wire.local.ip(),
                                 datagram: frame.clone(),
                             });
                         }

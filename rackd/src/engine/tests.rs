@@ -119,10 +119,10 @@ impl Net {
             }
             for a in from_c {
                 match a {
-                    Action::Send { to, datagram } => {
+                    Action::Send { to, from, datagram } => {
                         assert_eq!(to, SocketAddr::new(key_at_client().remote.ip(), 7113));
                         if self.c_to_s {
-                            let from = SocketAddr::new(self.c_addr, 7113);
+                            let from = SocketAddr::new(from, 7113);
                             self.s.on_datagram(self.now, from, &datagram);
                         }
                     }
@@ -131,7 +131,7 @@ impl Net {
             }
             for a in from_s {
                 match a {
-                    Action::Send { to, datagram } => {
+                    Action::Send { to, datagram, .. } => {
                         assert_eq!(to.port(), 7113);
                         // Sent to an address the client no longer has: lost.
                         if self.s_to_c && to.ip() == self.c_addr {
