@@ -3,9 +3,7 @@
 //! connections between them made by socat. Needs root; every test builds its own topology, so
 //! they run in parallel and clean up (processes by pid, namespaces) also when they fail.
 //!
-//! rackd does not implement `peer` yet (issue 7): it refuses it with "… is not available yet".
-//! The assertion that accepts that answer is marked TRANSITIONAL; the `#[ignore]`d test at the
-//! end is the target behaviour.
+//! Every command runs against a live daemon, including suspend, resume and peer.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -392,9 +390,7 @@ fn root_is_told_which_id_is_unknown_and_bad_arguments_exit_2_naming_the_value() 
         assert!(err.starts_with("rackctl: rackd refused ("), "{err}");
         let not_found =
             err.starts_with("rackctl: rackd refused (not_found)") && err.contains("ffff");
-        // TRANSITIONAL: only `peer` may still answer "not available yet" (issue 7).
-        let not_yet = args[0] == "peer" && err.contains("peer is not available yet");
-        assert!(not_found || not_yet, "{err}");
+        assert!(not_found, "{err}");
     }
 
     let cases: [(&[&str], &str); 7] = [
@@ -535,7 +531,6 @@ fn suspend_and_resume_a_live_connection() {
 
 /// The target behaviour of peer (issue 8): a suspended connection accepts its peer's address.
 #[test]
-#[ignore = "rackd answers peer with 'not available yet' (address changes are issue 7)"]
 fn peer_gives_a_suspended_connection_an_address() {
     let mut live = Live::start();
     live.connect(Family::V6, 5005);

@@ -176,6 +176,13 @@ pub fn answer(
         Request::Status => Response::status(status::snapshot(info, engine, stats)),
         Request::Suspend { id } => done(engine.suspend_by_id(now, &id)),
         Request::Resume { id } => done(engine.resume_by_id(now, &id)),
+        Request::Peer { id, addr } => match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => done(engine.set_peer_by_id(&id, ip)),
+            Err(_) => Response::error(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("{addr:?} is not an IP address"),
+            )),
+        },
         other => Response::error(ErrorBody::new(
             ErrorCode::InvalidState,
             format!("{} is not available yet in this version", other.name()),

@@ -165,6 +165,10 @@ pub enum CommandError {
     NotConnected { id: String, state: &'static str },
     #[error("connection {0} was not suspended by command")]
     NotPinned(String),
+    #[error("connection {id} is {state}: a peer address can only be given to a suspended connection")]
+    NotSuspended { id: String, state: &'static str },
+    #[error("{addr} is not of the connection's address family")]
+    WrongFamily { addr: IpAddr },
 }
 
 pub struct Engine {
@@ -572,15 +576,22 @@ impl Engine {
     /// The peer's address changed: its connections are translated to the new one, and the
     /// heartbeats follow.
     fn peer_moved(&mut self, old: IpAddr, new: IpAddr) {
-        let Some(peer) = self.peers.remove(&old) else {
+        let Some(mut peer) = self.peers.remove(&old) else {
             return;
         };
         tracing::info!(%old, %new, "peer moved");
+        if let Some(there) = self.peers.remove(&new) {
+            // Another connection already knew the host at its new address.
+            peer.conns.extend(there.conns);
+        }
         for id in &peer.conns {
             let Some(&key) = self.by_conn.get(id) else {
                 continue;
             };
             if let Some(flow) = self.flows.get(&key) {
+                if flow.wire.remote.ip() == new {
+                    continue;
+                }
                 let mut wire = flow.wire;
                 wire.remote.set_ip(new);
                 self.rewire(key, wire);
@@ -894,6 +905,27 @@ impl Engine {
             .is_some_and(|p| p.up);
         if up {
             self.resume(now, key);
+        }
+        Ok(())
+    }
+
+    /// Gives a suspended connection its peer's new address (both ends moved during an outage, so
+    /// neither can tell the other): rackd sends to it and translates the connection to it.
+    pub fn set_peer_by_id(&mut self, id: &str, addr: IpAddr) -> Result<(), CommandError> {
+        let key = self.key_by_id(id)?;
+        let flow = &self.flows[&key];
+        if !flow.is_suspended() {
+            return Err(CommandError::NotSuspended {
+                id: id.into(),
+                state: flow.state.name(),
+            });
+        }
+        if addr.is_ipv4() != key.remote.is_ipv4() {
+            return Err(CommandError::WrongFamily { addr });
+        }
+        let old = flow.wire.remote.ip();
+        if old != addr {
+            self.peer_moved(old, addr);
         }
         Ok(())
     }

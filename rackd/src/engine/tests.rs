@@ -1046,3 +1046,37 @@ fn init_is_answered_only_to_the_connections_peer_address() {
     assert!(drain(&mut net.s).is_empty(), "no answer to a third host");
     assert_eq!(net.state(true), "negotiating");
 }
+
+#[test]
+fn a_suspended_connection_takes_its_peers_new_address_by_command() {
+    let mut net = Net::connected();
+    let id = net.c.flow(&key_at_client()).unwrap().id_hex();
+    let new: IpAddr = "198.51.100.40".parse().unwrap();
+    assert!(matches!(
+        net.c.set_peer_by_id(&id, new),
+        Err(CommandError::NotSuspended { state: "connected", .. })
+    ));
+    net.c.suspend_by_id(net.now, &id).unwrap();
+    assert_eq!(
+        net.c.set_peer_by_id(&id, "2001:db8::9".parse().unwrap()),
+        Err(CommandError::WrongFamily {
+            addr: "2001:db8::9".parse().unwrap()
+        })
+    );
+    drain(&mut net.c);
+    net.c.set_peer_by_id(&id, new).unwrap();
+    let mut wire = key_at_client();
+    wire.remote.set_ip(new);
+    assert_eq!(net.c.flow(&key_at_client()).unwrap().wire, wire);
+    assert!(drain(&mut net.c).contains(&Action::Translate {
+        key: key_at_client(),
+        old: key_at_client(),
+        wire,
+        queued: true
+    }));
+    // Heartbeats now go to the new address.
+    net.c.handle_timeout(net.now + Duration::from_secs(2));
+    assert!(drain(&mut net.c)
+        .iter()
+        .any(|a| matches!(a, Action::Send { to, .. } if to.ip() == new)));
+}
