@@ -165,7 +165,9 @@ pub enum CommandError {
     NotConnected { id: String, state: &'static str },
     #[error("connection {0} was not suspended by command")]
     NotPinned(String),
-    #[error("connection {id} is {state}: a peer address can only be given to a suspended connection")]
+    #[error(
+        "connection {id} is {state}: a peer address can only be given to a suspended connection"
+    )]
     NotSuspended { id: String, state: &'static str },
     #[error("{addr} is not of the connection's address family")]
     WrongFamily { addr: IpAddr },

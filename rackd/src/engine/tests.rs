@@ -1054,7 +1054,10 @@ fn a_suspended_connection_takes_its_peers_new_address_by_command() {
     let new: IpAddr = "198.51.100.40".parse().unwrap();
     assert!(matches!(
         net.c.set_peer_by_id(&id, new),
-        Err(CommandError::NotSuspended { state: "connected", .. })
+        Err(CommandError::NotSuspended {
+            state: "connected",
+            ..
+        })
     ));
     net.c.suspend_by_id(net.now, &id).unwrap();
     assert_eq!(
