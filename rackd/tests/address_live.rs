@@ -6,34 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_connected_on_both, family_name, topology, Daemon, FAST_MONITOR};
-use netns_tests::{Family, StreamOptions, StreamRun};
+use common::{family_name, paced_transfer, topology};
+use netns_tests::Family;
 use rackctl::proto::ConnState;
 
 /// Moves `mover` ("client" or "server") to its successor addresses in the middle of a paced
 /// two-way transfer; returns whether the transfer arrived intact, and the problems if not.
 fn move_during_transfer(family: Family, mover: &str, with_rackd: bool) -> Result<(), String> {
     let topo = topology();
-    let (client, server) = (topo.host("client"), topo.host("server"));
-    let daemons = with_rackd.then(|| {
-        (
-            Daemon::start(client, FAST_MONITOR),
-            Daemon::start(server, FAST_MONITOR),
-        )
-    });
     let port = 5010;
-    let options = StreamOptions::new(256 * 1024 * 12)
-        .pace(256 * 1024)
-        .family(family)
-        .port(port)
-        .timeout(Duration::from_secs(60));
-    let run = StreamRun::start(client, server, options).unwrap();
-    run.server()
-        .wait_for_output("connection from", Duration::from_secs(5))
-        .unwrap();
-    if let Some((cd, sd)) = &daemons {
-        assert_connected_on_both(cd, sd, port);
-    }
+    let (daemons, run) = paced_transfer(&topo, family, with_rackd, port, 12);
     std::thread::sleep(Duration::from_secs(2));
     let (v4, v6) = topo.host(mover).addresses().successor();
     topo.change_address(mover, v4, v6).unwrap();

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_connected_on_both, family_name, topology, wait_for, Daemon, FAST_MONITOR};
+use common::{
+    assert_connected_on_both, family_name, paced_transfer, topology, wait_for, Daemon, FAST_MONITOR,
+};
 use netns_tests::{stream_both_ways, Family, StreamOptions, StreamRun};
 use rackctl::proto::ConnState;
 
@@ -57,28 +59,8 @@ fn outage(
     outage: Duration,
 ) -> (netns_tests::TwoWayReport, Option<Duration>, String) {
     let topo = topology();
-    let (client, server) = (topo.host("client"), topo.host("server"));
-    let daemons = with_rackd.then(|| {
-        (
-            Daemon::start(client, FAST_MONITOR),
-            Daemon::start(server, FAST_MONITOR),
-        )
-    });
     let port = 5002;
-    // 256 KiB/s both ways: data is always in flight when the cut hits.
-    let bytes = 256 * 1024 * (outage.as_secs() + 8);
-    let options = StreamOptions::new(bytes)
-        .pace(256 * 1024)
-        .family(family)
-        .port(port)
-        .timeout(outage + Duration::from_secs(60));
-    let run = StreamRun::start(client, server, options).unwrap();
-    run.server()
-        .wait_for_output("connection from", Duration::from_secs(5))
-        .unwrap();
-    if let Some((cd, sd)) = &daemons {
-        assert_connected_on_both(cd, sd, port);
-    }
+    let (daemons, run) = paced_transfer(&topo, family, with_rackd, port, outage.as_secs() + 8);
     std::thread::sleep(Duration::from_secs(2));
     topo.cut("client", "server").unwrap();
     if let Some((cd, sd)) = &daemons {

@@ -140,3 +140,35 @@ pub fn assert_connected_on_both(client: &Daemon, server: &Daemon, port: u16) -> 
     assert_eq!(ids.0, ids.1, "both ends name the connection alike");
     ids.0
 }
+
+/// A paced two-way rk-stream transfer from the client to the server host of `topo` — 256 KiB/s
+/// each way, so data is always in flight — with rackd on both hosts (fast monitoring) unless
+/// `with_rackd` is false. Returns once the connection is up (and managed on both ends).
+pub fn paced_transfer(
+    topo: &Topology,
+    family: Family,
+    with_rackd: bool,
+    port: u16,
+    seconds: u64,
+) -> (Option<(Daemon, Daemon)>, netns_tests::StreamRun) {
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let daemons = with_rackd.then(|| {
+        (
+            Daemon::start(client, FAST_MONITOR),
+            Daemon::start(server, FAST_MONITOR),
+        )
+    });
+    let options = netns_tests::StreamOptions::new(256 * 1024 * seconds)
+        .pace(256 * 1024)
+        .family(family)
+        .port(port)
+        .timeout(Duration::from_secs(seconds + 60));
+    let run = netns_tests::StreamRun::start(client, server, options).unwrap();
+    run.server()
+        .wait_for_output("connection from", Duration::from_secs(5))
+        .unwrap();
+    if let Some((cd, sd)) = &daemons {
+        assert_connected_on_both(cd, sd, port);
+    }
+    (daemons, run)
+}
