@@ -14,6 +14,15 @@ use rackctl::proto::{ConnState, ConnectionStatus, Status};
 /// `tcp_retries2=3` and data in flight).
 pub const FAST_MONITOR: &str = "[monitor]\nheartbeat_interval_ms = 250\ndetect_after_ms = 1500\n";
 
+impl Drop for Daemon {
+    /// The daemon's directory (config, control socket) goes with it.
+    fn drop(&mut self) {
+        if let Some(dir) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// rackd running in one test host, with its own control socket.
 pub struct Daemon {
     /// The control socket (for requests other than status).
