@@ -27,6 +27,10 @@
 //! Layouts: `include/uapi/linux/{netlink,sock_diag,inet_diag,tcp}.h`. Netlink headers and
 //! `tcp_info` are host order, ports big-endian, addresses network-order bytes.
 
+use tcpseq::SeqNum;
+
+use crate::engine::hold::{SeqState, SocketCounters};
+use crate::engine::Role;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -243,25 +247,29 @@ impl SockInfo {
     /// The oldest unacknowledged sequence number, given the ISN this socket sent in its SYN or
     /// SYN-ACK. None without `tcp_info`.
     pub fn snd_una(&self, iss: u32, opening: Opening) -> Option<u32> {
-        if !self.has_tcp_info {
-            return None;
-        }
-        let syn_uncounted = match opening {
-            Opening::Active => 0,
-            Opening::Passive => 1,
-        };
-        // Sequence space wraps: only the low 32 bits of the byte count matter.
-        Some(
-            iss.wrapping_add(syn_uncounted)
-                .wrapping_add(self.bytes_acked as u32),
-        )
+        self.has_tcp_info
+            .then(|| self.seq_state(opening, iss, 0).snd_una.0)
     }
 
     /// The next sequence number expected from the peer, given the ISN of the peer's SYN or
     /// SYN-ACK. None without `tcp_info`.
     pub fn rcv_nxt(&self, irs: u32) -> Option<u32> {
         self.has_tcp_info
-            .then(|| irs.wrapping_add(1).wrapping_add(self.bytes_received as u32))
+            .then(|| self.seq_state(Opening::Active, 0, irs).rcv_nxt.0)
+    }
+
+    /// The engine's derivation (one formula for rackd and for this module's live check of it).
+    fn seq_state(&self, opening: Opening, iss: u32, irs: u32) -> SeqState {
+        let role = match opening {
+            Opening::Active => Role::Client,
+            Opening::Passive => Role::Server,
+        };
+        let counters = SocketCounters {
+            bytes_acked: self.bytes_acked,
+            bytes_received: self.bytes_received,
+            ..SocketCounters::default()
+        };
+        SeqState::derive(role, SeqNum(iss), SeqNum(irs), &counters)
     }
 }
 
