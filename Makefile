@@ -6,7 +6,8 @@ CARGO ?= cargo
 LOCKED ?=
 # System packages needed to build and test; `make deps` installs the missing ones only.
 DEB_PACKAGES := build-essential pkg-config libnftnl-dev libmnl-dev nftables iproute2 iperf3 \
-                socat busybox-static conntrack procps kmod systemd
+                socat busybox-static conntrack procps kmod systemd \
+                openssh-server openssh-client nginx-light curl redis-server redis-tools
 
 .PHONY: all deps build lint test test-unit bench demo fmt clean install uninstall
 
