@@ -4,6 +4,7 @@
 //! the sans-IO connection state machines.
 
 pub mod addrs;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod control;
