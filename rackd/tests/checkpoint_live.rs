@@ -65,7 +65,7 @@ fn pattern(seed: u64, from: usize, len: usize) -> Vec<u8> {
     out
 }
 
-fn set_rcvbuf(fd: impl AsRawFd, bytes: libc::c_int) {
+fn set_rcvbuf(fd: &impl AsRawFd, bytes: libc::c_int) {
     // SAFETY: SO_RCVBUF reads one int.
     let rc = unsafe {
         libc::setsockopt(
@@ -141,7 +141,7 @@ fn queued_connection(server_ip: IpAddr) -> Queued {
 
 fn repair_round_trip(server_ip: IpAddr) {
     let Queued {
-        mut client,
+        client,
         mut server,
         client_sent,
         server_sent,
