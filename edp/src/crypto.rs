@@ -158,6 +158,7 @@ pub mod labels {
     pub const RECOVER: &[u8] = b"rackd-edp/1 recover";
     pub const KEY_ID: &[u8] = b"rackd-edp/1 key-id";
     pub const HEARTBEAT: &[u8] = b"rackd-edp/1 heartbeat";
+    pub const MIGRATE: &[u8] = b"rackd-edp/1 migrate";
     pub const SIGN_INIT: &[u8] = b"rackd-edp/1 sign init";
     pub const SIGN_INIT_ACK: &[u8] = b"rackd-edp/1 sign init-ack";
 }

@@ -188,10 +188,34 @@ pub enum Message {
         conn_id: Option<ConnId>,
         code: ErrorCode,
     },
+    /// A step of moving the connection's socket to another host (checkpoint and restore), made
+    /// with [`Message::migrate`]. `generation` counts the connection's moves: a peer takes a
+    /// step only for a generation above the last it accepted, so a replayed move is refused.
+    Migrate {
+        conn_id: ConnId,
+        generation: u32,
+        step: MigrateStep,
+        /// `Arrived`: the restored socket's port at the sender's address; 0 otherwise.
+        port: u16,
+        mac: Mac,
+    },
+}
+
+/// Which step of a move a [`Message::Migrate`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigrateStep {
+    /// From the old host: the socket was checkpointed; hold the connection until it reappears.
+    Leaving,
+    /// From the new host: the socket was restored there.
+    Arrived,
+    /// From the peer: the step with this generation was taken.
+    Accepted,
+    /// From the peer: the generation is not newer than one already accepted.
+    Refused,
 }
 
 /// Number of [`Message`] variants; a body starting with a higher tag is a newer message.
-const MESSAGE_VARIANTS: u8 = 9;
+const MESSAGE_VARIANTS: u8 = 10;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -226,8 +250,27 @@ impl Message {
         }
     }
 
-    /// Whether a [`Message::Heartbeat`] was made with `key` (false for any other message).
-    pub fn heartbeat_verifies(&self, key: &SecretKey) -> bool {
+    /// A move step authenticated with the connection's key.
+    pub fn migrate(
+        key: &SecretKey,
+        conn_id: ConnId,
+        generation: u32,
+        step: MigrateStep,
+        port: u16,
+    ) -> Message {
+        let fields = migrate_fields(conn_id, generation, step, port);
+        Message::Migrate {
+            conn_id,
+            generation,
+            step,
+            port,
+            mac: key.mac(labels::MIGRATE, &[&fields]),
+        }
+    }
+
+    /// Whether an authenticated message ([`Message::Heartbeat`], [`Message::Migrate`]) was made
+    /// with `key`; false for any other message.
+    pub fn verifies(&self, key: &SecretKey) -> bool {
         match self {
             Message::Heartbeat {
                 conn_id,
@@ -237,6 +280,17 @@ impl Message {
             } => key.verify(
                 labels::HEARTBEAT,
                 &[&heartbeat_fields(*conn_id, *seq, *echo)],
+                mac,
+            ),
+            Message::Migrate {
+                conn_id,
+                generation,
+                step,
+                port,
+                mac,
+            } => key.verify(
+                labels::MIGRATE,
+                &[&migrate_fields(*conn_id, *generation, *step, *port)],
                 mac,
             ),
             _ => false,
@@ -349,6 +403,16 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests;
+
+/// The authenticated fields of a move step, fixed-size and in order.
+fn migrate_fields(conn_id: ConnId, generation: u32, step: MigrateStep, port: u16) -> [u8; 15] {
+    let mut out = [0u8; 15];
+    out[..8].copy_from_slice(&conn_id.0.to_be_bytes());
+    out[8..12].copy_from_slice(&generation.to_be_bytes());
+    out[12] = step as u8;
+    out[13..].copy_from_slice(&port.to_be_bytes());
+    out
+}
 
 /// The authenticated fields of a heartbeat, fixed-size and in order.
 fn heartbeat_fields(conn_id: ConnId, seq: u64, echo: u64) -> [u8; 24] {

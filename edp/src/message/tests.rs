@@ -59,6 +59,13 @@ pub(crate) fn samples() -> Vec<Message> {
             conn_id: None,
             code: ErrorCode::AuthenticationFailed,
         },
+        Message::Migrate {
+            conn_id: id,
+            generation: u32::MAX,
+            step: MigrateStep::Arrived,
+            port: 65535,
+            mac: [3; 16],
+        },
     ]
 }
 
@@ -172,8 +179,8 @@ fn header_and_body_errors() {
         Err(FrameError::UnsupportedVersion(9))
     );
     assert_eq!(
-        Message::decode(&[0, 2, 1, 9]),
-        Err(FrameError::UnknownMessage(9))
+        Message::decode(&[0, 2, 1, 10]),
+        Err(FrameError::UnknownMessage(10))
     );
     assert_eq!(
         Message::decode(&[0, 2, 1, 0x7F]),
@@ -206,8 +213,8 @@ fn header_and_body_errors() {
 fn heartbeat_verifies_only_with_its_key_and_fields() {
     let key = SecretKey::from_bytes([5; 32]);
     let hb = Message::heartbeat(&key, ConnId(7), 10, 9);
-    assert!(hb.heartbeat_verifies(&key));
-    assert!(!hb.heartbeat_verifies(&SecretKey::from_bytes([6; 32])));
+    assert!(hb.verifies(&key));
+    assert!(!hb.verifies(&SecretKey::from_bytes([6; 32])));
     let Message::Heartbeat { mac, .. } = hb else {
         unreachable!()
     };
@@ -217,10 +224,48 @@ fn heartbeat_verifies_only_with_its_key_and_fields() {
         echo: 9,
         mac,
     };
-    assert!(!replayed_with_new_seq.heartbeat_verifies(&key));
+    assert!(!replayed_with_new_seq.verifies(&key));
     assert!(!Message::Close {
         conn_id: ConnId(7),
         reason: CloseReason::Finished
     }
-    .heartbeat_verifies(&key));
+    .verifies(&key));
+}
+
+#[test]
+fn migrate_verifies_only_with_its_key_and_fields() {
+    let key = SecretKey::from_bytes([5; 32]);
+    let m = Message::migrate(&key, ConnId(7), 2, MigrateStep::Arrived, 443);
+    assert!(m.verifies(&key));
+    assert!(!m.verifies(&SecretKey::from_bytes([6; 32])));
+    let Message::Migrate { mac, .. } = m else {
+        unreachable!()
+    };
+    // Each field is covered: a changed generation, step or port no longer verifies.
+    for (generation, step, port) in [
+        (3, MigrateStep::Arrived, 443),
+        (2, MigrateStep::Leaving, 443),
+        (2, MigrateStep::Arrived, 444),
+    ] {
+        let forged = Message::Migrate {
+            conn_id: ConnId(7),
+            generation,
+            step,
+            port,
+            mac,
+        };
+        assert!(!forged.verifies(&key), "{forged:?}");
+    }
+    // A heartbeat's MAC is no move's MAC (distinct labels).
+    let Message::Heartbeat { mac, .. } = Message::heartbeat(&key, ConnId(7), 2, 0) else {
+        unreachable!()
+    };
+    let relabelled = Message::Migrate {
+        conn_id: ConnId(7),
+        generation: 2,
+        step: MigrateStep::Leaving,
+        port: 0,
+        mac,
+    };
+    assert!(!relabelled.verifies(&key));
 }

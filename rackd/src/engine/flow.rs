@@ -49,7 +49,7 @@ impl FlowKey {
 }
 
 /// Who opened the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Client,
     Server,
@@ -161,6 +161,10 @@ pub struct Flow {
     /// lists an older connection on it; if the local kernel answers with a SYN-ACK, that older
     /// connection is gone and this is a new one.
     pub reused_by: Option<(u32, SeqNum)>,
+    /// Moves of the socket between hosts accepted so far (checkpoint and restore), and the one
+    /// announced by the peer and not completed yet.
+    pub generation: u32,
+    pub moving: Option<u32>,
     /// From the socket table.
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -186,6 +190,8 @@ impl Flow {
             hold: None,
             resync: None,
             reused_by: None,
+            generation: 0,
+            moving: None,
             bytes_sent: 0,
             bytes_received: 0,
         }

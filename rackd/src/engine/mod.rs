@@ -13,6 +13,7 @@
 
 mod flow;
 pub mod hold;
+mod migrate;
 mod peer;
 
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +29,8 @@ use tcpseq::SeqNum;
 pub use flow::{Dir, Flow, FlowKey, Init, Resync, Role, State};
 use hold::{Hold, SeqState};
 pub use hold::{SegmentSeen, SocketCounters};
+use migrate::{Arrival, Departure};
+pub use migrate::{FlowRecord, RestoreState, SeqPoint};
 use peer::{Peer, Timing};
 
 /// How long a connection may stay in negotiation (SYN retries, then initialisation) before it is
@@ -171,6 +174,12 @@ pub enum CommandError {
     NotSuspended { id: String, state: &'static str },
     #[error("{addr} is not of the connection's address family")]
     WrongFamily { addr: IpAddr },
+    #[error("no connection {0} in rackd's table")]
+    UnknownFlow(String),
+    #[error("connection {flow} is {state}: only a managed connection (connected or suspended) can be checkpointed")]
+    NotManaged { flow: String, state: &'static str },
+    #[error("connection {0} is already on this host")]
+    AlreadyHere(String),
 }
 
 pub struct Engine {
@@ -182,6 +191,10 @@ pub struct Engine {
     /// Local addresses rackd keeps for sockets bound to them.
     kept: std::collections::HashSet<IpAddr>,
     peers: HashMap<IpAddr, Peer>,
+    /// Flows checkpointed away from this host, by wire view, and flows restored here whose
+    /// peer has not answered yet (see `migrate`).
+    departed: HashMap<FlowKey, Departure>,
+    arrivals: HashMap<FlowKey, Arrival>,
     actions: VecDeque<Action>,
     tokens: TokenSource,
     rng: Box<dyn Entropy + Send>,
@@ -219,6 +232,8 @@ impl Engine {
             by_wire: HashMap::new(),
             kept: std::collections::HashSet::new(),
             peers: HashMap::new(),
+            departed: HashMap::new(),
+            arrivals: HashMap::new(),
             actions: VecDeque::new(),
             tokens: TokenSource(seed),
             rng,
@@ -446,6 +461,7 @@ impl Engine {
             Message::Init(init) => self.on_init(now, from, &init),
             Message::InitAck(ack) => self.on_init_ack(now, from, &ack),
             Message::Heartbeat { conn_id, .. } => self.on_heartbeat(now, from, conn_id, &msg),
+            Message::Migrate { .. } => self.on_migrate(now, from, &msg),
             other => {
                 self.counters.bad_datagrams += 1;
                 tracing::debug!(%from, ?other, "unexpected message");
@@ -556,7 +572,7 @@ impl Engine {
             return; // a connection that ended here already; other beats will carry the peer
         };
         let Some(session) = &flow.session else { return };
-        if !msg.heartbeat_verifies(session.key()) {
+        if !msg.verifies(session.key()) {
             self.counters.bad_datagrams += 1;
             return;
         }
@@ -773,7 +789,7 @@ impl Engine {
             interval: RESYNC_FIRST,
             until: now + limit,
         }));
-        self.next_scan = Some(self.next_scan.map_or(now, |t| t.min(now + RESYNC_FIRST)));
+        self.wake(now + RESYNC_FIRST);
         for p in out {
             self.inject(key, p);
         }
@@ -831,6 +847,9 @@ impl Engine {
         seg: &SegmentSeen,
         packet: impl FnOnce() -> Option<Vec<u8>>,
     ) -> SegmentVerdict {
+        if let Some(verdict) = self.departed_segment(&key) {
+            return verdict;
+        }
         // Outgoing packets of a translated flow are queued as the wire carries them.
         let key = self.by_wire.get(&key).copied().unwrap_or(key);
         let Some(flow) = self.flows.get_mut(&key) else {
@@ -874,23 +893,31 @@ impl Engine {
     /// Suspends a connected connection on an operator's request, until [`Engine::resume_by_id`].
     pub fn suspend_by_id(&mut self, now: Instant, id: &str) -> Result<(), CommandError> {
         let key = self.key_by_id(id)?;
-        let flow = self.flows.get_mut(&key).expect("indexed flow exists");
+        self.pin(now, key)
+            .map_err(|state| CommandError::NotConnected {
+                id: id.into(),
+                state,
+            })
+    }
+
+    /// Suspends the flow until it is unpinned (by command, or when a moving socket arrives);
+    /// `Err` names a state that cannot be suspended.
+    fn pin(&mut self, now: Instant, key: FlowKey) -> Result<(), &'static str> {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return Ok(());
+        };
         match flow.state {
-            State::Connected => {}
+            State::Connected => {
+                flow.pinned = true;
+                self.suspend(now, key);
+                Ok(())
+            }
             State::Suspended { .. } => {
                 flow.pinned = true;
-                return Ok(());
+                Ok(())
             }
-            ref s => {
-                return Err(CommandError::NotConnected {
-                    id: id.into(),
-                    state: s.name(),
-                })
-            }
+            ref s => Err(s.name()),
         }
-        flow.pinned = true;
-        self.suspend(now, key);
-        Ok(())
     }
 
     /// Ends a suspension made by command; the connection resumes when its path is up.
@@ -1066,7 +1093,15 @@ impl Engine {
         if busy {
             next = next.min(now + SCAN_BUSY);
         }
+        if let Some(t) = self.scan_moves(now) {
+            next = next.min(t);
+        }
         self.next_scan = Some(next);
+    }
+
+    /// Makes sure the flow table is scanned at `at` or earlier.
+    fn wake(&mut self, at: Instant) {
+        self.next_scan = Some(self.next_scan.map_or(at, |t| t.min(at)));
     }
 
     /// The reconnection window passed: the local socket is reset like any failed connection.
@@ -1084,7 +1119,7 @@ impl Engine {
     /// The next instant at which [`Engine::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let beats = self.peers.values().map(|p| p.next_beat).min();
-        let scan = if self.flows.is_empty() {
+        let scan = if self.flows.is_empty() && self.departed.is_empty() {
             None
         } else {
             self.next_scan

@@ -1083,3 +1083,203 @@ fn a_suspended_connection_takes_its_peers_new_address_by_command() {
         .iter()
         .any(|a| matches!(a, Action::Send { to, .. } if to.ip() == new)));
 }
+
+// ----- moving a socket between hosts (checkpoint and restore) --------------------------------
+
+fn key_at_new_host(ip: &str) -> FlowKey {
+    FlowKey {
+        local: SocketAddr::new(ip.parse().unwrap(), 40000),
+        remote: key_at_client().remote,
+    }
+}
+
+/// Delivers `from`'s datagrams addressed to `to_ip` (sent from `from`'s address) into `to`;
+/// returns `from`'s other actions.
+fn carry(from: &mut Engine, to: &mut Engine, to_ip: IpAddr, now: Instant) -> Vec<Action> {
+    let mut rest = Vec::new();
+    for a in drain(from) {
+        match a {
+            Action::Send {
+                to: dst,
+                from: src,
+                datagram,
+            } if dst.ip() == to_ip => to.on_datagram(now, SocketAddr::new(src, 7113), &datagram),
+            other => rest.push(other),
+        }
+    }
+    rest
+}
+
+/// The client's socket checkpointed; the server told and answered.
+fn checkpointed() -> (Net, FlowRecord) {
+    let mut net = Net::connected();
+    let record = net.c.checkpoint_flow(net.now, &key_at_client()).unwrap();
+    let (s_ip, c_ip) = (key_at_server().local.ip(), key_at_client().local.ip());
+    net.c_out = carry(&mut net.c, &mut net.s, s_ip, net.now);
+    carry(&mut net.s, &mut net.c, c_ip, net.now);
+    (net, record)
+}
+
+/// Restores `record` on a fresh engine at `ip` and lets it and the server talk.
+fn restore_at(net: &mut Net, ip: &str, record: FlowRecord, seed: u64) -> (Engine, Vec<Action>) {
+    let mut host = engine(seed);
+    let key = key_at_new_host(ip);
+    let seq = SeqPoint {
+        snd_una: 5_000,
+        rcv_nxt: u32::MAX - 3,
+    };
+    host.restore_flow(net.now, record, key, seq).unwrap();
+    assert_eq!(host.restore_state(&key), RestoreState::Pending);
+    assert_eq!(state_of(&host, key), "reconnecting");
+    let s_out = carry(&mut host, &mut net.s, key_at_server().local.ip(), net.now);
+    assert!(s_out.is_empty());
+    let server_actions = carry(&mut net.s, &mut host, key.local.ip(), net.now);
+    (host, server_actions)
+}
+
+#[test]
+fn a_checkpointed_connection_is_held_by_the_peer_and_resumes_where_it_is_restored() {
+    let (mut net, record) = checkpointed();
+    assert_eq!(record.generation, 1);
+    assert_eq!(record.peer, key_at_client().remote);
+    // The old host forgets the flow and drops its packets (its socket closes silently).
+    assert_eq!(net.state(false), "gone");
+    assert!(net.c_out.contains(&Action::Queue {
+        key: key_at_client(),
+        wire: key_at_client(),
+        on: true
+    }));
+    let seg = dupack(SERVER_ISN + 1, CLIENT_ISN + 1, (1, 1));
+    let verdict = net
+        .c
+        .on_segment(net.now, Dir::In, key_at_client(), &seg, || None);
+    assert_eq!(verdict, SegmentVerdict::Drop);
+    // The peer holds the connection until the socket reappears.
+    assert_eq!(net.state(true), "suspended");
+    let sf = net.s.flow(&key_at_server()).unwrap();
+    assert!(sf.pinned);
+    assert_eq!(sf.moving, Some(1));
+
+    let (mut b, server_actions) = restore_at(&mut net, "203.0.113.9", record, 3);
+    let key_b = key_at_new_host("203.0.113.9");
+    let wire = FlowKey {
+        local: key_at_server().local,
+        remote: key_b.local,
+    };
+    assert!(server_actions.contains(&Action::Translate {
+        key: key_at_server(),
+        old: key_at_server(),
+        wire,
+        queued: true
+    }));
+    assert_eq!(b.restore_state(&key_b), RestoreState::Accepted);
+    assert_eq!(
+        (state_of(&b, key_b), net.state(true)),
+        ("connected", "connected")
+    );
+    let (bf, sf) = (
+        b.flow(&key_b).unwrap(),
+        net.s.flow(&key_at_server()).unwrap(),
+    );
+    assert_eq!(bf.id_hex(), sf.id_hex());
+    assert_eq!((sf.generation, sf.moving, sf.pinned), (1, None, false));
+    assert_eq!(sf.wire, wire);
+    // The restored socket's counters start at zero: the derivation gives its sequence state.
+    let zero = SocketCounters::default();
+    let seq = SeqState::derive(bf.role, bf.isn_local.unwrap(), bf.isn_peer.unwrap(), &zero);
+    assert_eq!(
+        (seq.snd_una, seq.rcv_nxt),
+        (SeqNum(5_000), SeqNum(u32::MAX - 3))
+    );
+    b.end_restore(&key_b);
+    assert_eq!(state_of(&b, key_b), "connected");
+
+    // Heartbeats now run between the server and the new host only, and keep both connected.
+    let (s_ip, b_ip) = (key_at_server().local.ip(), key_b.local.ip());
+    for _ in 0..500 {
+        net.now += Duration::from_millis(10);
+        b.handle_timeout(net.now);
+        net.s.handle_timeout(net.now);
+        carry(&mut b, &mut net.s, s_ip, net.now);
+        let rest = carry(&mut net.s, &mut b, b_ip, net.now);
+        assert!(
+            !rest.iter().any(|a| matches!(a, Action::Send { .. })),
+            "the server still talks to the old host: {rest:?}"
+        );
+    }
+    assert_eq!(
+        (state_of(&b, key_b), net.state(true)),
+        ("connected", "connected")
+    );
+}
+
+#[test]
+fn a_checkpoint_restored_twice_is_refused_and_changes_nothing() {
+    let (mut net, record) = checkpointed();
+    let (_b, _) = restore_at(&mut net, "203.0.113.9", record.clone(), 3);
+    let wire_after_first = net.s.flow(&key_at_server()).unwrap().wire;
+
+    let (mut d, server_actions) = restore_at(&mut net, "203.0.113.10", record, 4);
+    let key_d = key_at_new_host("203.0.113.10");
+    assert!(server_actions.is_empty(), "{server_actions:?}");
+    match d.restore_state(&key_d) {
+        RestoreState::Refused(why) => assert!(why.contains("restored once"), "{why}"),
+        other => panic!("replayed restore is {other:?}"),
+    }
+    assert_eq!(net.s.flow(&key_at_server()).unwrap().wire, wire_after_first);
+    assert_eq!(net.state(true), "connected");
+    d.end_restore(&key_d);
+    assert_eq!(state_of(&d, key_d), "gone");
+}
+
+#[test]
+fn a_move_made_with_another_key_is_ignored() {
+    let (mut net, mut record) = checkpointed();
+    record.secret[0] ^= 1;
+    record.generation = 7;
+    let bad_before = net.s.counters.bad_datagrams;
+    let (mut b, server_actions) = restore_at(&mut net, "203.0.113.9", record, 3);
+    let key_b = key_at_new_host("203.0.113.9");
+    assert!(server_actions.is_empty());
+    assert_eq!(net.s.counters.bad_datagrams, bad_before + 1);
+    assert_eq!(b.restore_state(&key_b), RestoreState::Pending);
+    let sf = net.s.flow(&key_at_server()).unwrap();
+    assert_eq!((sf.wire, sf.generation), (key_at_server(), 0));
+    assert_eq!(net.state(true), "suspended");
+    // Unanswered, the new host stops asking after a minute and says why.
+    b.handle_timeout(net.now + Duration::from_secs(61));
+    match b.restore_state(&key_b) {
+        RestoreState::Refused(why) => assert!(why.contains("did not answer"), "{why}"),
+        other => panic!("unanswered restore is {other:?}"),
+    }
+}
+
+#[test]
+fn checkpoint_and_restore_name_what_is_wrong() {
+    let (mut net, record) = checkpointed();
+    assert_eq!(
+        net.c.checkpoint_flow(net.now, &key_at_client()),
+        Err(CommandError::UnknownFlow(key_at_client().to_string()))
+    );
+    let mut b = engine(3);
+    let key_b = key_at_new_host("203.0.113.9");
+    let seq = SeqPoint {
+        snd_una: 1,
+        rcv_nxt: 1,
+    };
+    b.restore_flow(net.now, record.clone(), key_b, seq).unwrap();
+    assert!(matches!(
+        b.restore_flow(net.now, record, key_b, seq),
+        Err(CommandError::AlreadyHere(_))
+    ));
+    // A connection still negotiating has nothing to checkpoint.
+    let mut fresh = Net::new();
+    fresh.handshake(false, true);
+    assert!(matches!(
+        fresh.c.checkpoint_flow(fresh.now, &key_at_client()),
+        Err(CommandError::NotManaged {
+            state: "negotiating",
+            ..
+        })
+    ));
+}
