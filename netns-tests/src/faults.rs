@@ -25,6 +25,14 @@ pub(crate) fn install_fault_table(router: &Host) -> Result<()> {
     cmd::nft_script(router.netns(), FAULT_TABLE)
 }
 
+/// Whether the host's link is administratively up.
+fn link_is_up(host: &Host) -> Result<bool> {
+    let out = cmd::in_netns(host.netns(), "ip", &["-o", "link", "show", "dev", HOST_IF])?;
+    // `2: eth0@if5: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu ...`
+    let flags = out.split(['<', '>']).nth(1).unwrap_or_default();
+    Ok(flags.split(',').any(|f| f == "UP"))
+}
+
 impl Topology {
     /// Cuts the path between hosts `a` and `b` in both directions (packets dropped silently at
     /// the router). Other paths keep working.
@@ -108,7 +116,9 @@ impl Topology {
     /// Gives `host` new addresses: the old ones are removed (sockets bound to them can no longer
     /// send or receive), the new ones added, default routes re-set. A new address outside the
     /// host's current subnets moves the link: the router's side then takes the first address
-    /// of the new subnet, which must not overlap another link's.
+    /// of the new subnet, which must not overlap another link's. While the host's link is down
+    /// (see [`Topology::link_down`]) only the addresses change: a route cannot be added then,
+    /// and [`Topology::link_up`] adds them.
     pub fn change_address(&self, host: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
         let target = self.get(host)?;
         let old = target.addresses();
@@ -130,12 +140,18 @@ impl Topology {
         if !router.is_empty() {
             self.router().ip_batch(&router)?;
         }
-        target.ip_batch(&format!(
+        let mut batch = format!(
             "addr del {}/{V4_PREFIX} dev {HOST_IF}\naddr del {}/{V6_PREFIX} dev {HOST_IF}\n\
-             addr add {}/{V4_PREFIX} dev {HOST_IF}\naddr add {}/{V6_PREFIX} dev {HOST_IF} nodad\n\
-             route replace default via {}\nroute replace default via {}\n",
-            old.v4, old.v6, new.v4, new.v6, new.v4_gateway, new.v6_gateway
-        ))?;
+             addr add {}/{V4_PREFIX} dev {HOST_IF}\naddr add {}/{V6_PREFIX} dev {HOST_IF} nodad\n",
+            old.v4, old.v6, new.v4, new.v6
+        );
+        if link_is_up(target)? {
+            batch.push_str(&format!(
+                "route replace default via {}\nroute replace default via {}\n",
+                new.v4_gateway, new.v6_gateway
+            ));
+        }
+        target.ip_batch(&batch)?;
         target.set_addresses(new);
         Ok(())
     }

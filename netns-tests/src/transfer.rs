@@ -35,6 +35,11 @@ pub struct StreamOptions {
     pub server_seed: u64,
     /// The stream program (default: the workspace's `rk-stream`).
     pub program: Option<PathBuf>,
+    /// The server reads the client's whole stream (until end of stream) before it sends its
+    /// own: a reply to a request.
+    pub server_replies_after_eof: bool,
+    /// The server application resets the connection this long after it was made.
+    pub server_aborts_after: Option<Duration>,
 }
 
 impl StreamOptions {
@@ -49,7 +54,21 @@ impl StreamOptions {
             client_seed: 1,
             server_seed: 2,
             program: None,
+            server_replies_after_eof: false,
+            server_aborts_after: None,
         }
+    }
+
+    /// The server sends only once it has read the client's whole stream.
+    pub fn server_replies_after_eof(mut self) -> Self {
+        self.server_replies_after_eof = true;
+        self
+    }
+
+    /// The server resets the connection `after` it was made.
+    pub fn server_aborts_after(mut self, after: Duration) -> Self {
+        self.server_aborts_after = Some(after);
+        self
     }
 
     /// Sets the sending rate of each end, bytes per second.
@@ -86,6 +105,14 @@ impl StreamOptions {
         args.extend(["--seed".into(), seed.to_string()]);
         if let Some(pace) = self.pace {
             args.extend(["--pace".into(), pace.to_string()]);
+        }
+        if mode == "server" {
+            if self.server_replies_after_eof {
+                args.push("--after-eof".into());
+            }
+            if let Some(after) = self.server_aborts_after {
+                args.extend(["--abort-after-ms".into(), after.as_millis().to_string()]);
+            }
         }
         args
     }

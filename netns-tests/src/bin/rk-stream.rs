@@ -2,13 +2,18 @@
 //! seeded pseudo-random stream in both directions at once and reports digests.
 //!
 //! ```text
-//! rk-stream server ADDR:PORT [--bytes N] [--seed S] [--pace BYTES_PER_S]
-//! rk-stream client ADDR:PORT [--bytes N] [--seed S] [--pace BYTES_PER_S] [--connect-timeout SECS]
+//! rk-stream server ADDR:PORT [--bytes N] [--seed S] [--pace BYTES_PER_S] [--after-eof]
+//!                            [--abort-after-ms MS]
+//! rk-stream client ADDR:PORT [same options] [--connect-timeout SECS]
 //! ```
 //! The server accepts one connection. Each end writes N bytes of the stream for its seed, shuts
 //! down its sending side, reads until end of stream, and prints one JSON line (see
 //! `netns_tests::stream::StreamReport`). Exit status: 0 if no error, 1 if the transfer saw an
-//! error, 2 for bad usage or if no connection was made.
+//! error, 2 for bad usage or if no connection was made, 3 after `--abort-after-ms`.
+//!
+//! `--after-eof`: this end reads until end of stream first and only then sends (a reply to a
+//! request the peer closed). `--abort-after-ms MS`: MS after the connection was made this end
+//! resets it (`SO_LINGER` 0, then exit), as an application that aborts does.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,9 +22,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use netns_tests::stream::{hex, Pattern, StreamReport};
+use nix::sys::socket::{setsockopt, sockopt};
 use sha2::{Digest, Sha256};
 
-const USAGE: &str = "usage: rk-stream server|client ADDR:PORT [--bytes N] [--seed S] [--pace BYTES_PER_S] [--connect-timeout SECS]";
+const USAGE: &str = "usage: rk-stream server|client ADDR:PORT [--bytes N] [--seed S] \
+                     [--pace BYTES_PER_S] [--after-eof] [--abort-after-ms MS] [--connect-timeout SECS]";
+/// Exit status after an abort on request.
+const ABORTED: u8 = 3;
 const BUF: usize = 64 * 1024;
 
 #[derive(Debug)]
@@ -29,6 +38,8 @@ struct Options {
     bytes: u64,
     seed: u64,
     pace: Option<u64>,
+    after_eof: bool,
+    abort_after: Option<Duration>,
     connect_timeout: Duration,
 }
 
@@ -50,10 +61,16 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         bytes: 1 << 20,
         seed: 1,
         pace: None,
+        after_eof: false,
+        abort_after: None,
         connect_timeout: Duration::from_secs(5),
     };
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
+        if flag == "--after-eof" {
+            opts.after_eof = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number: u64 = value
             .parse()
@@ -62,6 +79,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--bytes" => opts.bytes = number,
             "--seed" => opts.seed = number,
             "--pace" if number > 0 => opts.pace = Some(number),
+            "--abort-after-ms" => opts.abort_after = Some(Duration::from_millis(number)),
             "--connect-timeout" => opts.connect_timeout = Duration::from_secs(number),
             _ => return Err(format!("unknown or invalid option {flag} {value}; {USAGE}")),
         }
@@ -123,16 +141,33 @@ fn transfer(stream: TcpStream, opts: &Options) -> StreamReport {
         Ok(s) => s,
         Err(e) => return failed(start, format!("dup socket: {e}")),
     };
-    let (bytes, seed, pace) = (opts.bytes, opts.seed, opts.pace);
-    let writer = thread::spawn(move || send(sender, bytes, seed, pace));
-    let received = receive(&stream);
-    if received.error.is_some() {
-        // Wake a writer blocked on a dead connection; it reports its own error.
-        let _ = stream.shutdown(Shutdown::Both);
+    if let Some(after) = opts.abort_after {
+        match stream.try_clone() {
+            Ok(s) => drop(thread::spawn(move || abort_after(s, start, after))),
+            Err(e) => return failed(start, format!("dup socket: {e}")),
+        }
     }
-    let sent = writer
-        .join()
-        .unwrap_or_else(|_| Half::failed("writer thread panicked".into()));
+    let (bytes, seed, pace) = (opts.bytes, opts.seed, opts.pace);
+    let (sent, received) = if opts.after_eof {
+        let received = receive(&stream);
+        let sent = if received.error.is_none() {
+            send(sender, bytes, seed, pace)
+        } else {
+            Half::failed("not sent: the request was not received whole".into())
+        };
+        (sent, received)
+    } else {
+        let writer = thread::spawn(move || send(sender, bytes, seed, pace));
+        let received = receive(&stream);
+        if received.error.is_some() {
+            // Wake a writer blocked on a dead connection; it reports its own error.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let sent = writer
+            .join()
+            .unwrap_or_else(|_| Half::failed("writer thread panicked".into()));
+        (sent, received)
+    };
     let error = match (sent.error, received.error) {
         (Some(w), Some(r)) => Some(format!("write: {w}; read: {r}")),
         (Some(w), None) => Some(format!("write: {w}")),
@@ -241,6 +276,23 @@ fn receive(mut stream: &TcpStream) -> Half {
         digest: hex(&hasher.finalize()),
         error,
     }
+}
+
+/// Resets the connection `after` its start: with `SO_LINGER` 0 the kernel answers the last close
+/// of the socket with a reset instead of a FIN, and exiting closes every descriptor at once.
+fn abort_after(stream: TcpStream, start: Instant, after: Duration) {
+    thread::sleep(after.saturating_sub(start.elapsed()));
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let error = match setsockopt(&stream, sockopt::Linger, &linger) {
+        Ok(()) => "aborted on request (reset sent)".to_owned(),
+        Err(e) => format!("aborting: SO_LINGER: {e}"),
+    };
+    println!("{}", failed(start, error).to_line());
+    let _ = io::stdout().flush();
+    std::process::exit(i32::from(ABORTED));
 }
 
 fn failed(start: Instant, error: String) -> StreamReport {

@@ -160,18 +160,26 @@ pub fn paced_transfer(
     port: u16,
     seconds: u64,
 ) -> (Option<(Daemon, Daemon)>, netns_tests::StreamRun) {
-    let (client, server) = (topo.host("client"), topo.host("server"));
-    let daemons = with_rackd.then(|| {
-        (
-            Daemon::start(client, FAST_MONITOR),
-            Daemon::start(server, FAST_MONITOR),
-        )
-    });
     let options = netns_tests::StreamOptions::new(256 * 1024 * seconds)
         .pace(256 * 1024)
         .family(family)
         .port(port)
         .timeout(Duration::from_secs(seconds + 60));
+    start_transfer(topo, options, with_rackd.then_some(FAST_MONITOR))
+}
+
+/// An rk-stream transfer with `options` from the client to the server host of `topo`, with
+/// rackd on both hosts (configured with `rackd_config`) unless that is `None`. Returns once the
+/// connection is up (and managed on both ends).
+pub fn start_transfer(
+    topo: &Topology,
+    options: netns_tests::StreamOptions,
+    rackd_config: Option<&str>,
+) -> (Option<(Daemon, Daemon)>, netns_tests::StreamRun) {
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let daemons =
+        rackd_config.map(|config| (Daemon::start(client, config), Daemon::start(server, config)));
+    let port = options.port;
     let run = netns_tests::StreamRun::start(client, server, options).unwrap();
     run.server()
         .wait_for_output("connection from", Duration::from_secs(5))
@@ -180,4 +188,19 @@ pub fn paced_transfer(
         assert_connected_on_both(cd, sd, port);
     }
     (daemons, run)
+}
+
+/// Whether both daemons show the test connection on `port` in `state`, and (if given) with
+/// `reconnects` reconnections.
+pub fn both_in(
+    client: &Daemon,
+    server: &Daemon,
+    port: u16,
+    state: ConnState,
+    reconnects: Option<u32>,
+) -> bool {
+    [client, server].iter().all(|d| {
+        d.conn(port)
+            .is_some_and(|c| c.state == state && reconnects.is_none_or(|r| c.reconnects == r))
+    })
 }
