@@ -3,16 +3,18 @@
 //! no locks.
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rackctl::proto::{ErrorBody, ErrorCode, Request, Response};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoint::service::Checkpoints;
 use crate::config::Config;
-use crate::control::{self, ControlCall};
+use crate::control::{self, ControlCall, Reply};
 use crate::engine::{Action, Engine, EngineConfig, FlowKey};
 use crate::inject::Injector;
 use crate::packets::Handler;
@@ -61,6 +63,7 @@ pub struct DaemonInfo {
     pub started: Instant,
     pub queue_mode: nft_rules::QueueMode,
     pub pid: u32,
+    pub checkpoint: crate::config::CheckpointConfig,
 }
 
 /// Runs until SIGTERM or SIGINT; removes the rules before returning.
@@ -99,6 +102,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         started: Instant::now(),
         queue_mode: ruleset.mode(),
         pid: std::process::id(),
+        checkpoint: cfg.checkpoint.clone(),
     };
     tracing::info!(
         queues = ?queues,
@@ -119,6 +123,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         sockets,
         kept: Vec::new(),
         senders: std::collections::HashMap::new(),
+        state: crate::persist::StateFile::beside(&cfg.control.socket),
     };
     let result = event_loop(&info, engine_config(&cfg), sock, io, &mut calls).await;
     control_task.abort();
@@ -141,6 +146,7 @@ struct Io<'a> {
     kept: Vec<std::net::IpAddr>,
     /// Datagram sockets bound to each local address rackd sends from.
     senders: std::collections::HashMap<std::net::IpAddr, std::net::UdpSocket>,
+    state: crate::persist::StateFile,
 }
 
 impl Drop for Io<'_> {
@@ -171,9 +177,12 @@ async fn event_loop(
     let mut pump = Pump::new();
     let entropy = Box::new(edp::crypto::SystemEntropy::new());
     let mut engine = Engine::new(random_seed(), entropy, engine_cfg);
+    adopt_saved(&mut engine, &mut io);
+    perform(&mut engine, &mut io);
     let mut table_tick = tokio::time::interval(SOCKET_TABLE_PERIOD);
     table_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut datagram = vec![0u8; 2048];
+    let mut checkpoints = Checkpoints::new(info.checkpoint.clone());
     loop {
         let deadline = engine.poll_timeout();
         tokio::select! {
@@ -196,6 +205,7 @@ async fn event_loop(
                 Err(e) => tracing::debug!("daemon channel receive: {e}"),
             },
             () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
+            () = sleep_until(checkpoints.poll_timeout()) => {}
             _ = table_tick.tick() => {
                 match io.sockets.snapshot() {
                     Ok(table) => engine.on_socket_table(Instant::now(), |k| table.get(k).copied()),
@@ -209,24 +219,108 @@ async fn event_loop(
                     ),
                     Err(e) => tracing::warn!("listing local addresses: {e}"),
                 }
+                if let Err(e) = io.state.save(&engine) {
+                    tracing::warn!("{e}");
+                }
             }
             Some(call) = calls.recv() => {
-                control::answer(call, Instant::now(), info, &mut engine, &pump.stats);
+                answer_call(call, info, &mut engine, &pump.stats, &mut checkpoints, &mut io);
             }
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: stopping");
-                return Ok(());
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: stopping");
-                return Ok(());
-            }
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: stopping");
-                return Ok(());
+            _ = term.recv() => break tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => break tracing::info!("SIGINT: stopping"),
+            _ = hup.recv() => break tracing::info!("SIGHUP: stopping"),
+        }
+        finish_restores(&mut checkpoints, &mut engine);
+        perform(&mut engine, &mut io);
+    }
+    // The next run takes the managed connections over.
+    if let Err(e) = io.state.save(&engine) {
+        tracing::error!("{e}");
+    }
+    Ok(())
+}
+
+/// Takes over the managed connections a previous run saved whose sockets still exist.
+fn adopt_saved(engine: &mut Engine, io: &mut Io<'_>) {
+    let saved = match io.state.load() {
+        Ok(saved) => saved,
+        Err(e) => return tracing::warn!("not taking over connections: {e}"),
+    };
+    let (mut adopted, mut gone) = (0, 0);
+    for flow in &saved {
+        match io.sockets.lookup(&flow.key()) {
+            Ok(Some(_)) => match engine.adopt(Instant::now(), flow) {
+                Ok(()) => adopted += 1,
+                Err(e) => tracing::warn!(flow = %flow.key(), "not taken over: {e}"),
+            },
+            Ok(None) => gone += 1,
+            Err(e) => tracing::warn!(flow = %flow.key(), "socket lookup: {e}"),
+        }
+    }
+    if !saved.is_empty() {
+        tracing::info!(
+            adopted,
+            gone,
+            "took over the connections of the previous run"
+        );
+    }
+}
+
+/// Answers a control call. Checkpoint and restore need the I/O layer; the rest only the engine.
+fn answer_call(
+    call: ControlCall,
+    info: &DaemonInfo,
+    engine: &mut Engine,
+    stats: &crate::queue::PumpStats,
+    checkpoints: &mut Checkpoints<oneshot::Sender<Reply>>,
+    io: &mut Io<'_>,
+) {
+    let now = Instant::now();
+    match &call.request {
+        Request::Checkpoint { pid, fd } => {
+            let reply = match checkpoints.checkpoint(engine, now, *pid, *fd, |e| perform(e, io)) {
+                Ok((info, blob)) => Reply {
+                    response: Response::checkpoint(info),
+                    attachment: blob,
+                    fd: None,
+                },
+                Err(e) => Response::error(e.body()).into(),
+            };
+            let _ = call.reply.send(reply);
+        }
+        Request::Restore { local, .. } => {
+            let local = match local.as_deref().map(str::parse::<IpAddr>).transpose() {
+                Ok(local) => local,
+                Err(_) => {
+                    let message = format!("local {local:?} is not an IP address");
+                    let refused = Response::error(ErrorBody::new(ErrorCode::BadRequest, message));
+                    let _ = call.reply.send(refused.into());
+                    return;
+                }
+            };
+            let started =
+                checkpoints.start_restore(engine, now, &call.attachment, local, call.reply);
+            if let Err((reply, e)) = started {
+                let _ = reply.send(Response::error(e.body()).into());
             }
         }
-        perform(&mut engine, &mut io);
+        _ => control::answer(call, now, info, engine, stats),
+    }
+}
+
+/// Answers the restores that are over: the socket goes to the client with the answer.
+fn finish_restores(checkpoints: &mut Checkpoints<oneshot::Sender<Reply>>, engine: &mut Engine) {
+    for (reply, result) in checkpoints.poll(engine, Instant::now()) {
+        let answer = match result {
+            Ok((info, fd)) => Reply {
+                response: Response::restored(info),
+                attachment: Vec::new(),
+                fd: Some(fd),
+            },
+            Err(e) => Response::error(e.body()).into(),
+        };
+        // A client that left takes nothing: the socket is closed with the reply.
+        let _ = reply.send(answer);
     }
 }
 
@@ -349,6 +443,9 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         detect_after: cfg.monitor.detect_after(),
         reconnect_window: Duration::from_secs(cfg.reconnect.window_s),
         peer_port: cfg.peer.port,
+        beat_base: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
     }
 }
 

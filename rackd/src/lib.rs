@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod inject;
 pub mod packets;
+pub mod persist;
 pub mod queue;
 pub mod rules;
 pub mod service;

@@ -18,13 +18,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use edp::crypto::SecretKey;
-use edp::init::Session;
-use edp::message::{Capabilities, ConnId, Message, MigrateStep};
-use serde::{Deserialize, Serialize};
+use edp::message::{ConnId, Message, MigrateStep};
 use tcpseq::SeqNum;
 
-use super::flow::{Flow, FlowKey, Init, Role, State};
+use super::flow::{FlowKey, State};
 use super::peer::Peer;
+use super::record::{syn_counted, FlowRecord, SeqPoint};
 use super::{Action, CommandError, Engine, SegmentVerdict};
 
 /// First interval of a repeated move step; doubles up to [`STEP_RETRY_MAX`].
@@ -34,45 +33,6 @@ const STEP_RETRY_MAX: Duration = Duration::from_secs(2);
 const STEP_LIMIT: Duration = Duration::from_secs(60);
 /// Packets of a departed flow still in flight when the peer took it over.
 const DEPARTED_LINGER: Duration = Duration::from_secs(5);
-
-/// What a host needs to carry on a managed connection: identity, secret and history. Sealed
-/// into the checkpoint blob by the I/O layer; never logged (its `Debug` omits the secret).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FlowRecord {
-    pub conn_id: u64,
-    pub role: Role,
-    pub token_local: u32,
-    pub token_peer: u32,
-    /// The peer as the wire carries the connection now (the restored socket connects to it).
-    pub peer: SocketAddr,
-    /// The checkpointed socket's own address (its port is the one to restore, if free).
-    pub local: SocketAddr,
-    pub secret: [u8; 32],
-    pub capabilities: u32,
-    /// Moves so far, this one included.
-    pub generation: u32,
-    pub reconnects: u32,
-}
-
-impl std::fmt::Debug for FlowRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowRecord")
-            .field("conn_id", &format_args!("{:016x}", self.conn_id))
-            .field("role", &self.role)
-            .field("peer", &self.peer)
-            .field("local", &self.local)
-            .field("generation", &self.generation)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A restored socket's sequence state (read through `TCP_REPAIR`): the next byte it expects
-/// to be acknowledged and the next it expects to receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeqPoint {
-    pub snd_una: u32,
-    pub rcv_nxt: u32,
-}
 
 /// Where a restore stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,31 +100,12 @@ impl Engine {
             .flows
             .get(key)
             .ok_or_else(|| CommandError::UnknownFlow(key.to_string()))?;
-        let (Some(session), Some(conn_id)) = (&flow.session, flow.conn_id()) else {
-            return Err(CommandError::NotManaged {
-                flow: key.to_string(),
-                state: flow.state.name(),
-            });
-        };
-        if matches!(flow.state, State::Reconnecting { .. }) {
-            return Err(CommandError::NotManaged {
-                flow: key.to_string(),
-                state: flow.state.name(),
-            });
-        }
-        let record = FlowRecord {
-            conn_id: conn_id.0,
-            role: flow.role,
-            token_local: flow.token_local,
-            token_peer: flow.token_peer,
-            peer: flow.wire.remote,
-            local: flow.wire.local,
-            secret: *session.key().expose(),
-            capabilities: session.capabilities.0,
-            generation: flow.generation + 1,
-            reconnects: flow.reconnects,
-        };
-        let secret = session.key().clone();
+        let mut record = FlowRecord::of(flow).ok_or_else(|| CommandError::NotManaged {
+            flow: key.to_string(),
+            state: flow.state.name(),
+        })?;
+        record.generation += 1;
+        let (conn_id, secret) = (ConnId(record.conn_id), record.secret());
         let wire = flow.wire;
         let queued = flow.hold.is_some() || flow.is_suspended();
         let leaving =
@@ -229,30 +170,13 @@ impl Engine {
             });
         }
         let secret = SecretKey::from_bytes(record.secret);
-        let session = Session::from_parts(
-            conn_id,
-            match record.role {
-                Role::Client => edp::Role::Initiator,
-                Role::Server => edp::Role::Responder,
-            },
-            Capabilities(record.capabilities),
-            secret.clone(),
-        );
-        let mut flow = Flow::new(key, record.role, State::Reconnecting { since: now }, now);
-        flow.token_local = record.token_local;
-        flow.token_peer = record.token_peer;
-        flow.generation = record.generation;
-        flow.reconnects = record.reconnects;
-        flow.init = Init::Done { ack_frame: None };
-        flow.session = Some(Box::new(session));
         // The restored socket's byte counters start at zero: ISNs chosen so that the usual
         // derivation (see `hold::SeqState::derive`) gives its sequence state.
-        let syn_counted = match record.role {
-            Role::Client => 0,
-            Role::Server => 1,
-        };
-        flow.isn_local = Some(SeqNum(seq.snd_una) - syn_counted);
-        flow.isn_peer = Some(SeqNum(seq.rcv_nxt) - 1);
+        let isns = (
+            SeqNum(seq.snd_una) - syn_counted(record.role),
+            SeqNum(seq.rcv_nxt) - 1,
+        );
+        let flow = record.to_flow(key, State::Reconnecting { since: now }, isns, now);
         self.flows.insert(key, flow);
         self.by_conn.insert(conn_id, key);
         let arrived = Message::migrate(
@@ -399,7 +323,7 @@ impl Engine {
         }
         self.peers
             .entry(from.ip())
-            .or_insert_with(|| Peer::new(now))
+            .or_insert_with(|| Peer::new(now, self.cfg.beat_base))
             .conns
             .insert(conn_id);
         if wire != flow.wire {
@@ -409,6 +333,7 @@ impl Engine {
         flow.generation = generation;
         flow.moving = None;
         flow.pinned = false;
+        self.revision += 1;
         self.answer(from, key, generation, MigrateStep::Accepted);
         self.resume(now, key);
     }
@@ -448,12 +373,13 @@ impl Engine {
         let remote = key.remote.ip();
         self.peers
             .entry(remote)
-            .or_insert_with(|| Peer::new(now))
+            .or_insert_with(|| Peer::new(now, self.cfg.beat_base))
             .conns
             .insert(conn_id);
         let flow = self.flows.get_mut(&key).expect("flow");
         flow.set_state(State::Connected, now);
         flow.reconnects += 1;
+        self.revision += 1;
         tracing::info!(flow = %key, id = %conn_id, generation, "restored");
     }
 

@@ -15,6 +15,7 @@ mod flow;
 pub mod hold;
 mod migrate;
 mod peer;
+mod record;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -29,9 +30,10 @@ use tcpseq::SeqNum;
 pub use flow::{Dir, Flow, FlowKey, Init, Resync, Role, State};
 use hold::{Hold, SeqState};
 pub use hold::{SegmentSeen, SocketCounters};
+pub use migrate::RestoreState;
 use migrate::{Arrival, Departure};
-pub use migrate::{FlowRecord, RestoreState, SeqPoint};
 use peer::{Peer, Timing};
+pub use record::{FlowRecord, SavedFlow, SeqPoint};
 
 /// How long a connection may stay in negotiation (SYN retries, then initialisation) before it is
 /// released as plain TCP.
@@ -65,6 +67,9 @@ pub struct EngineConfig {
     pub reconnect_window: Duration,
     /// UDP port of the peers' daemon channel.
     pub peer_port: u16,
+    /// First heartbeat number (see `Peer::new`): the daemon starts from the wall clock in
+    /// microseconds, which only grows from one run to the next.
+    pub beat_base: u64,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +79,7 @@ impl Default for EngineConfig {
             detect_after: Duration::from_millis(4000),
             reconnect_window: Duration::from_secs(3 * 24 * 3600),
             peer_port: 7113,
+            beat_base: 0,
         }
     }
 }
@@ -204,6 +210,8 @@ pub struct Engine {
     timing: Timing,
     negotiating: usize,
     next_scan: Option<Instant>,
+    /// See [`Engine::revision`].
+    revision: u64,
     pub counters: Counters,
 }
 
@@ -246,6 +254,7 @@ impl Engine {
             timing,
             negotiating: 0,
             next_scan: None,
+            revision: 0,
             counters: Counters::default(),
         }
     }
@@ -556,10 +565,11 @@ impl Engine {
         };
         flow.set_state(State::Connected, now);
         self.negotiating -= 1;
+        self.revision += 1;
         let peer = self
             .peers
             .entry(flow.wire.remote.ip())
-            .or_insert_with(|| Peer::new(now));
+            .or_insert_with(|| Peer::new(now, self.cfg.beat_base));
         peer.conns.insert(conn_id);
         tracing::info!(flow = %key, id = %conn_id, "connected");
     }
@@ -659,6 +669,7 @@ impl Engine {
             return;
         };
         let old = std::mem::replace(&mut flow.wire, wire);
+        self.revision += 1;
         let queued = flow.hold.is_some() || flow.is_suspended();
         if wire != key {
             self.by_wire.insert(wire, key);
@@ -909,11 +920,13 @@ impl Engine {
         match flow.state {
             State::Connected => {
                 flow.pinned = true;
+                self.revision += 1;
                 self.suspend(now, key);
                 Ok(())
             }
             State::Suspended { .. } => {
                 flow.pinned = true;
+                self.revision += 1;
                 Ok(())
             }
             ref s => Err(s.name()),
@@ -928,6 +941,7 @@ impl Engine {
             return Err(CommandError::NotPinned(id.into()));
         }
         flow.pinned = false;
+        self.revision += 1;
         let up = self
             .peers
             .get(&self.flows[&key].wire.remote.ip())
@@ -1166,6 +1180,9 @@ impl Engine {
         }
         if matches!(flow.state, State::Negotiating { .. }) {
             self.negotiating -= 1;
+        }
+        if flow.session.is_some() {
+            self.revision += 1;
         }
         if let Some(id) = flow.conn_id() {
             if self.by_conn.get(&id) == Some(key) {

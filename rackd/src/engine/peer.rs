@@ -42,12 +42,14 @@ pub struct Timing {
 }
 
 impl Peer {
-    /// A peer whose path has just been shown to work (initialisation succeeded).
-    pub fn new(now: Instant) -> Self {
+    /// A peer whose path has just been shown to work (initialisation succeeded). Beats are
+    /// numbered from `beat_base` on: the peer ignores numbers it has seen, so a restarted rackd
+    /// must not count from where its previous run began.
+    pub fn new(now: Instant, beat_base: u64) -> Self {
         Peer {
             conns: BTreeSet::new(),
             rr: None,
-            tx_seq: 0,
+            tx_seq: beat_base,
             rx_seq: 0,
             sent: VecDeque::new(),
             last_rx: now,

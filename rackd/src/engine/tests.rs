@@ -27,6 +27,7 @@ fn cfg() -> EngineConfig {
         detect_after: Duration::from_millis(1500),
         reconnect_window: Duration::from_secs(600),
         peer_port: 7113,
+        beat_base: 0,
     }
 }
 
@@ -1281,5 +1282,94 @@ fn checkpoint_and_restore_name_what_is_wrong() {
             state: "negotiating",
             ..
         })
+    ));
+}
+
+// ----- a restart of rackd -------------------------------------------------------------------
+
+/// The client's rackd restarts: a new engine, beats numbered from `beat_base`, takes over what
+/// the old one saved.
+fn restart_client(net: &mut Net, beat_base: u64) -> Vec<SavedFlow> {
+    let saved = net.c.saved_flows();
+    let cfg = EngineConfig { beat_base, ..cfg() };
+    net.c = Engine::new(9, Box::new(DeterministicEntropy::new(9)), cfg);
+    for f in &saved {
+        net.c.adopt(net.now, f).unwrap();
+    }
+    saved
+}
+
+#[test]
+fn a_restarted_rackd_takes_over_its_connections_and_the_peer_never_notices() {
+    let mut net = Net::connected();
+    net.run_for(Duration::from_secs(1));
+    let key_id = net
+        .c
+        .flow(&key_at_client())
+        .unwrap()
+        .session
+        .as_ref()
+        .unwrap()
+        .key_id();
+    let saved = restart_client(&mut net, 1 << 40);
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].key(), key_at_client());
+    let cf = net.c.flow(&key_at_client()).unwrap();
+    assert_eq!(cf.session.as_ref().unwrap().key_id(), key_id);
+    assert_eq!(
+        (cf.isn_local, cf.isn_peer),
+        (Some(CLIENT_ISN), Some(SERVER_ISN))
+    );
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("connected", "connected")
+    );
+    assert_eq!(net.s.counters.suspensions, 0);
+    assert_eq!(
+        net.c.flow(&key_at_client()).unwrap().id_hex(),
+        net.s.flow(&key_at_server()).unwrap().id_hex()
+    );
+}
+
+#[test]
+fn beats_of_a_restarted_rackd_counting_from_zero_again_would_be_ignored() {
+    // Why the daemon numbers beats from the wall clock: the peer takes each number once.
+    let mut net = Net::connected();
+    net.run_for(Duration::from_secs(10));
+    restart_client(&mut net, 0);
+    net.run_for(Duration::from_secs(3));
+    // Its beats look like replays until their numbers pass the old run's: the peer suspends.
+    assert_eq!(net.s.counters.suspensions, 1);
+}
+
+#[test]
+fn a_taken_over_connection_keeps_its_translation_and_its_suspension_by_command() {
+    let mut net = Net::connected();
+    let mut saved = net.c.saved_flows();
+    let moved: SocketAddr = "192.0.2.77:40000".parse().unwrap();
+    saved[0].record.local = moved;
+    saved[0].pinned = true;
+    let mut c = engine(9);
+    c.adopt(net.now, &saved[0]).unwrap();
+    let actions = drain(&mut c);
+    let wire = FlowKey {
+        local: moved,
+        remote: key_at_client().remote,
+    };
+    assert!(actions.contains(&Action::KeepLocal(key_at_client().local.ip())));
+    assert!(actions.contains(&Action::Translate {
+        key: key_at_client(),
+        old: key_at_client(),
+        wire,
+        queued: false
+    }));
+    assert!(actions.contains(&Action::ReadSocket {
+        key: key_at_client()
+    }));
+    assert_eq!(state_of(&c, key_at_client()), "suspended");
+    assert!(matches!(
+        c.adopt(net.now, &saved[0]),
+        Err(CommandError::AlreadyHere(_))
     ));
 }
