@@ -1,14 +1,15 @@
 //! A blocking client for the control socket: one request, one response line (or, for `watch`,
 //! one status line per interval until the client stops).
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::ControlFlow;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::proto::{ErrorBody, ErrorCode, Request, Response, Status};
-use crate::server::encode_request;
+use crate::fdpass;
+use crate::proto::{CheckpointInfo, ErrorBody, ErrorCode, Request, Response, RestoredInfo, Status};
+use crate::server::{encode_request, MAX_ATTACHMENT};
 
 /// How long to wait for an answer before giving up on the daemon.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,6 +118,56 @@ impl Client {
         .map(drop)
     }
 
+    /// Captures the connection of socket `fd` in process `pid` (stopped, preferably): returns
+    /// what was captured and the blob. The socket is frozen afterwards; end the process.
+    pub fn checkpoint(&mut self, pid: u32, fd: i32) -> Result<Checkpoint, ClientError> {
+        let response = self.call(&Request::Checkpoint { pid, fd })?;
+        let info = response.checkpoint.ok_or_else(|| {
+            ClientError::Protocol("checkpoint response without \"checkpoint\"".into())
+        })?;
+        if info.blob_len > MAX_ATTACHMENT {
+            return Err(ClientError::Protocol(format!(
+                "blob_len {} is larger than the limit of {MAX_ATTACHMENT}",
+                info.blob_len
+            )));
+        }
+        let mut blob = vec![0u8; info.blob_len as usize];
+        let read = self.reader.read_exact(&mut blob);
+        read.map_err(|e| self.io_err(e))?;
+        Ok(Checkpoint { info, blob })
+    }
+
+    /// Restores `blob` into a new connected socket on this host, at `local` (an address of this
+    /// host; the kernel's choice towards the peer when `None`).
+    pub fn restore(
+        &mut self,
+        blob: &[u8],
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Restored, ClientError> {
+        let request = Request::Restore {
+            blob_len: blob.len() as u64,
+            local: local.map(|a| a.to_string()),
+        };
+        self.send(&request)?;
+        let written = self.reader.get_mut().write_all(blob);
+        written.map_err(|e| self.io_err(e))?;
+        if !self.reader.buffer().is_empty() {
+            return Err(ClientError::Protocol(
+                "unexpected bytes before the restore answer".into(),
+            ));
+        }
+        let (line, fd) =
+            fdpass::read_line_with_fd(self.reader.get_ref()).map_err(|e| self.io_err(e))?;
+        let response = decode_response(&String::from_utf8_lossy(&line))?;
+        let info = response
+            .restored
+            .ok_or_else(|| ClientError::Protocol("restore response without \"restored\"".into()))?;
+        let socket = fd.ok_or_else(|| {
+            ClientError::Protocol("restore answer came without a socket attached".into())
+        })?;
+        Ok(Restored { info, socket })
+    }
+
     /// Asks for a status every `interval` (the daemon's default when `None`) and hands each to
     /// `each` until it returns `Break`, the daemon hangs up, or an error arrives.
     pub fn watch(
@@ -167,6 +218,20 @@ impl Client {
             Err(e) => Err(self.io_err(e)),
         }
     }
+}
+
+/// A captured connection: what the daemon reports, and the sealed blob to restore it from.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub info: CheckpointInfo,
+    pub blob: Vec<u8>,
+}
+
+/// A restored connection: its details and the connected socket.
+#[derive(Debug)]
+pub struct Restored {
+    pub info: RestoredInfo,
+    pub socket: std::os::fd::OwnedFd,
 }
 
 /// Turns one response line into the daemon's successful response or its error.

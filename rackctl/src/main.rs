@@ -15,6 +15,8 @@ use rackctl::client::{Client, ClientError};
 use rackctl::proto::{ErrorCode, Status};
 use rackctl::render;
 
+mod handoff;
+
 #[derive(Debug, Parser)]
 #[command(name = "rackctl", version, about = "Inspect and control rackd")]
 #[command(after_help = "Exit status: 0 success, 1 rackd refused or unreachable, 2 bad usage.")]
@@ -55,6 +57,36 @@ enum Command {
         #[arg(value_parser = hex_id)]
         id: String,
         addr: IpAddr,
+    },
+    /// Capture a process's connection into a blob (root only). Stop the process first (SIGSTOP)
+    /// and end it afterwards: the socket is frozen from now on and closes without a trace.
+    Checkpoint {
+        /// The process that owns the socket.
+        #[arg(long)]
+        pid: u32,
+        /// The socket's descriptor number in that process (see /proc/PID/fd).
+        #[arg(long)]
+        fd: i32,
+        /// Where to write the blob (created with mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a blob into a connected socket on this host (root only). With a PROGRAM, it runs
+    /// with the socket as descriptor 3 (or as stdin and stdout with --stdio) and rackctl exits
+    /// with its status; without one, the socket's details are printed and the connection is
+    /// closed when rackctl exits.
+    Restore {
+        /// A blob written by `rackctl checkpoint`.
+        file: PathBuf,
+        /// This host's address for the socket (default: the kernel's choice towards the peer).
+        #[arg(long)]
+        local: Option<IpAddr>,
+        /// Give the socket to PROGRAM as stdin and stdout instead of descriptor 3.
+        #[arg(long, requires = "program")]
+        stdio: bool,
+        /// The program to hand the socket to, and its arguments.
+        #[arg(last = true, value_name = "PROGRAM")]
+        program: Vec<std::ffi::OsString>,
     },
     /// Show the status again every interval until interrupted.
     Watch {
@@ -101,13 +133,25 @@ enum Failure {
     /// stdout went away (`rackctl watch | head`): not worth a message.
     #[error("stdout closed")]
     Closed,
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("running {program}: {source}")]
+    Program { program: String, source: io::Error },
+    /// The program handed the socket ran and exited with this status.
+    #[error("program exited with {0}")]
+    Exited(u8),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
-        Err(Failure::Client(e)) => {
+        Err(Failure::Exited(code)) => ExitCode::from(code),
+        Err(e) => {
             eprintln!("rackctl: {e}");
             ExitCode::from(1)
         }
@@ -135,6 +179,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Resume { id } => Ok(client.resume(id)?),
         Command::Peer { id, addr } => Ok(client.peer(id, &addr.to_string())?),
         Command::Watch { interval, json } => watch(&mut client, &out, *interval, *json),
+        Command::Checkpoint { pid, fd, out: file } => checkpoint(&mut client, *pid, *fd, file),
+        Command::Restore {
+            file,
+            local,
+            stdio,
+            program,
+        } => restore(&mut client, file, *local, *stdio, program),
         Command::Completions { .. } | Command::Man => Ok(()),
     }
 }
@@ -164,6 +215,73 @@ fn watch(client: &mut Client, out: &Output, interval: Duration, json: bool) -> R
         other => other?,
     }
     failed.map_or(Ok(()), Err)
+}
+
+fn checkpoint(
+    client: &mut Client,
+    pid: u32,
+    fd: i32,
+    file: &std::path::Path,
+) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |source| Failure::File {
+        what: "writing the blob to",
+        path: file.into(),
+        source,
+    };
+    // Opened first: a checkpoint whose blob cannot be kept would lose the connection.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(failed)?;
+    let c = client.checkpoint(pid, fd)?;
+    f.write_all(&c.blob)
+        .and_then(|()| f.sync_all())
+        .map_err(failed)?;
+    let i = &c.info;
+    write_stdout(&format!(
+        "checkpoint {}: connection {} {} -> {}, {} bytes unacknowledged or unsent, {} unread, \
+         blob {} bytes in {} us\n",
+        i.checkpoint, i.id, i.local, i.remote, i.send_queue, i.recv_queue, i.blob_len, i.elapsed_us
+    ))
+}
+
+fn restore(
+    client: &mut Client,
+    file: &std::path::Path,
+    local: Option<IpAddr>,
+    stdio: bool,
+    program: &[std::ffi::OsString],
+) -> Result<(), Failure> {
+    let blob = std::fs::read(file).map_err(|source| Failure::File {
+        what: "reading the blob from",
+        path: file.into(),
+        source,
+    })?;
+    let restored = client.restore(&blob, local)?;
+    let i = &restored.info;
+    let details = format!(
+        "restored {}: connection {} {} -> {} in {} us",
+        i.checkpoint, i.id, i.local, i.remote, i.elapsed_us
+    );
+    let Some((name, args)) = program.split_first() else {
+        use std::os::fd::AsRawFd;
+        return write_stdout(&format!("{details}, fd {}\n", restored.socket.as_raw_fd()));
+    };
+    eprintln!("rackctl: {details}");
+    let status =
+        handoff::run(name, args, restored.socket, stdio).map_err(|source| Failure::Program {
+            program: name.to_string_lossy().into_owned(),
+            source,
+        })?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(Failure::Exited(u8::try_from(code).unwrap_or(1))),
+        None => Err(Failure::Exited(128 + handoff::signal_of(&status))),
+    }
 }
 
 /// Where results go: stdout, coloured only on a terminal and without NO_COLOR.

@@ -34,11 +34,33 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         interval_ms: Option<u64>,
     },
+    /// Capture the connection of socket `fd` in process `pid` (root only). The answer carries
+    /// [`CheckpointInfo`] and is followed by `blob_len` bytes of blob; the socket is frozen.
+    Checkpoint {
+        pid: u32,
+        fd: i32,
+    },
+    /// Restore a checkpoint (root only): the line is followed by `blob_len` bytes of blob. The
+    /// answer carries [`RestoredInfo`] and, attached to it (`SCM_RIGHTS`), the new socket.
+    Restore {
+        blob_len: u64,
+        /// This host's address for the socket; the kernel's choice towards the peer if absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<String>,
+    },
 }
 
 impl Request {
     /// Every `cmd` word this version understands.
-    pub const COMMANDS: [&'static str; 5] = ["status", "suspend", "resume", "peer", "watch"];
+    pub const COMMANDS: [&'static str; 7] = [
+        "status",
+        "suspend",
+        "resume",
+        "peer",
+        "watch",
+        "checkpoint",
+        "restore",
+    ];
 
     /// Whether the request changes a connection (root only) rather than reading state.
     pub fn changes_state(&self) -> bool {
@@ -53,8 +75,46 @@ impl Request {
             Request::Resume { .. } => "resume",
             Request::Peer { .. } => "peer",
             Request::Watch { .. } => "watch",
+            Request::Checkpoint { .. } => "checkpoint",
+            Request::Restore { .. } => "restore",
         }
     }
+
+    /// Bytes of blob that follow the request line.
+    pub fn attachment_len(&self) -> u64 {
+        match self {
+            Request::Restore { blob_len, .. } => *blob_len,
+            _ => 0,
+        }
+    }
+}
+
+/// What a checkpoint captured; `blob_len` bytes of blob follow the response line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// The checkpoint's random id (hex): a blob is restored once.
+    pub checkpoint: String,
+    /// The connection's id (hex), as `status` shows it.
+    pub id: String,
+    pub local: String,
+    pub remote: String,
+    /// Sent but unacknowledged or unsent bytes, and received but unread bytes, in the blob.
+    pub send_queue: u64,
+    pub recv_queue: u64,
+    pub blob_len: u64,
+    /// Time the daemon took, from taking the descriptor to the sealed blob.
+    pub elapsed_us: u64,
+}
+
+/// The socket a restore made; the descriptor travels with the response line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredInfo {
+    pub checkpoint: String,
+    pub id: String,
+    pub local: String,
+    pub remote: String,
+    /// Time from the request to the peer's acceptance (the socket is live from then on).
+    pub elapsed_us: u64,
 }
 
 /// One response line. `status` is present for status requests, `error` when `ok` is false.
@@ -66,6 +126,10 @@ pub struct Response {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<RestoredInfo>,
 }
 
 impl Response {
@@ -75,6 +139,22 @@ impl Response {
             ok: true,
             status: None,
             error: None,
+            checkpoint: None,
+            restored: None,
+        }
+    }
+
+    pub fn checkpoint(info: CheckpointInfo) -> Self {
+        Self {
+            checkpoint: Some(info),
+            ..Self::ok()
+        }
+    }
+
+    pub fn restored(info: RestoredInfo) -> Self {
+        Self {
+            restored: Some(info),
+            ..Self::ok()
         }
     }
 
@@ -87,10 +167,9 @@ impl Response {
 
     pub fn error(error: ErrorBody) -> Self {
         Self {
-            v: VERSION,
             ok: false,
-            status: None,
             error: Some(error),
+            ..Self::ok()
         }
     }
 }

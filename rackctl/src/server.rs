@@ -13,6 +13,9 @@ use crate::proto::{ErrorBody, ErrorCode, Request, Response, VERSION};
 /// Longest request line accepted, newline included.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 
+/// Largest blob accepted after a `restore` line (socket queues are a few MiB at most).
+pub const MAX_ATTACHMENT: u64 = 256 << 20;
+
 /// Parses one request line (with or without its newline). Unknown fields are ignored.
 pub fn read_request(line: &[u8]) -> Result<Request, ErrorBody> {
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
@@ -54,7 +57,15 @@ pub fn read_request(line: &[u8]) -> Result<Request, ErrorBody> {
         Some(Value::String(_)) => {}
         Some(other) => return Err(bad(format!("\"cmd\" must be a string, got {other}"))),
     }
-    serde_json::from_value(value).map_err(|e| bad(format!("bad request: {e}")))
+    let request: Request =
+        serde_json::from_value(value).map_err(|e| bad(format!("bad request: {e}")))?;
+    if request.attachment_len() > MAX_ATTACHMENT {
+        return Err(bad(format!(
+            "blob_len {} is larger than the limit of {MAX_ATTACHMENT}",
+            request.attachment_len()
+        )));
+    }
+    Ok(request)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -115,6 +126,15 @@ mod tests {
             Request::Watch {
                 interval_ms: Some(250),
             },
+            Request::Checkpoint { pid: 42, fd: 3 },
+            Request::Restore {
+                blob_len: 900,
+                local: None,
+            },
+            Request::Restore {
+                blob_len: 900,
+                local: Some("192.0.2.9".into()),
+            },
         ]
     }
 
@@ -127,6 +147,9 @@ mod tests {
             r#"{"v":1,"cmd":"peer","id":"ab","addr":"2001:db8::1"}"#,
             r#"{"v":1,"cmd":"watch"}"#,
             r#"{"v":1,"cmd":"watch","interval_ms":250}"#,
+            r#"{"v":1,"cmd":"checkpoint","pid":42,"fd":3}"#,
+            r#"{"v":1,"cmd":"restore","blob_len":900}"#,
+            r#"{"v":1,"cmd":"restore","blob_len":900,"local":"192.0.2.9"}"#,
         ];
         for (r, want) in all_requests().iter().zip(golden) {
             assert_eq!(encode_request(r), want);
@@ -155,7 +178,30 @@ mod tests {
             .filter(|r| r.changes_state())
             .map(Request::name)
             .collect();
-        assert_eq!(changing, ["suspend", "resume", "peer"]);
+        assert_eq!(
+            changing,
+            [
+                "suspend",
+                "resume",
+                "peer",
+                "checkpoint",
+                "restore",
+                "restore"
+            ]
+        );
+    }
+
+    #[test]
+    fn oversize_blobs_are_refused_before_they_are_read() {
+        let line = format!(
+            r#"{{"v":1,"cmd":"restore","blob_len":{}}}"#,
+            MAX_ATTACHMENT + 1
+        );
+        let e = refused(line.as_bytes());
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("blob_len 268435457"), "{e}");
+        let e = refused(br#"{"v":1,"cmd":"checkpoint","pid":-1,"fd":3}"#);
+        assert!(e.message.contains("pid") || e.message.contains("-1"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct Config {
     pub reconnect: ReconnectConfig,
     pub control: ControlConfig,
     pub peer: PeerConfig,
+    pub checkpoint: CheckpointConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -99,6 +100,29 @@ pub struct PeerConfig {
     /// UDP port of the daemon channel (initialisation and heartbeats between daemons). TCP
     /// connections to or from it are never intercepted either.
     pub port: u16,
+}
+
+/// The checkpoint hook (docs/checkpoint.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// 32 random bytes (or 64 hex digits) shared by every host a connection may move between;
+    /// read at each checkpoint and restore, so a missing key only fails those.
+    pub key_file: PathBuf,
+    /// How long a restore waits for the peer to accept the move.
+    pub restore_timeout_ms: u64,
+    /// Blobs older than this are refused (and restored ids are remembered this long).
+    pub max_age_s: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            key_file: PathBuf::from("/etc/rackd/checkpoint.key"),
+            restore_timeout_ms: 5000,
+            max_age_s: 3 * 24 * 3600,
+        }
+    }
 }
 
 impl Default for QueueConfig {
@@ -368,6 +392,16 @@ impl Config {
         if self.peer.port == 0 {
             return invalid("peer.port", "0".into(), "must be a port number");
         }
+        if self.checkpoint.restore_timeout_ms == 0 {
+            return invalid(
+                "checkpoint.restore_timeout_ms",
+                "0".into(),
+                "must be positive",
+            );
+        }
+        if self.checkpoint.max_age_s == 0 {
+            return invalid("checkpoint.max_age_s", "0".into(), "must be positive");
+        }
         self.control.mode_bits()?;
         Ok(())
     }
@@ -408,6 +442,25 @@ mod tests {
         assert_eq!(ports[1], PortRange { lo: 8000, hi: 8099 });
         assert_eq!(c.eligibility.remote_addrs[1].len, 32);
         assert_eq!(c.monitor.detect_after(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn checkpoint_section() {
+        let c = parse(
+            "[checkpoint]\nkey_file = \"/etc/k\"\nrestore_timeout_ms = 900\nmax_age_s = 60\n",
+        )
+        .unwrap();
+        assert_eq!(c.checkpoint.key_file, PathBuf::from("/etc/k"));
+        assert_eq!(c.checkpoint.restore_timeout_ms, 900);
+        assert_eq!(c.checkpoint.max_age_s, 60);
+        let e = parse("[checkpoint]\nrestore_timeout_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checkpoint.restore_timeout_ms"), "{e}");
+        let e = parse("[checkpoint]\nkey = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key"), "{e}");
     }
 
     #[test]

@@ -7,11 +7,13 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 
 use rackctl::proto::{ErrorBody, ErrorCode, Request, Response};
 use rackctl::server::{encode_response, read_request, MAX_REQUEST_LINE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,7 +27,28 @@ use crate::status;
 #[derive(Debug)]
 pub struct ControlCall {
     pub request: Request,
-    pub reply: oneshot::Sender<Response>,
+    /// The bytes that followed the request line (a restore's blob).
+    pub attachment: Vec<u8>,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// An answer: the response line, bytes that follow it (a checkpoint's blob), and a descriptor
+/// attached to the line (a restored socket).
+#[derive(Debug)]
+pub struct Reply {
+    pub response: Response,
+    pub attachment: Vec<u8>,
+    pub fd: Option<OwnedFd>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Reply {
+            response,
+            attachment: Vec::new(),
+            fd: None,
+        }
+    }
 }
 
 /// Creates the socket with the configured mode and group. A socket file left by a dead daemon
@@ -120,9 +143,15 @@ async fn serve_connection(stream: UnixStream, calls: mpsc::Sender<ControlCall>) 
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let response = match read_request(&line) {
-            Err(body) => Response::error(body),
+        // A refused request's attachment is not read: the connection ends after the answer.
+        let mut in_sync = line.len() <= MAX_REQUEST_LINE;
+        let reply = match read_request(&line) {
+            Err(body) => {
+                in_sync = false;
+                Response::error(body).into()
+            }
             Ok(request) if request.changes_state() && uid != Some(0) => {
+                in_sync &= request.attachment_len() == 0;
                 Response::error(ErrorBody::new(
                     ErrorCode::PermissionDenied,
                     format!(
@@ -131,27 +160,66 @@ async fn serve_connection(stream: UnixStream, calls: mpsc::Sender<ControlCall>) 
                         uid.map_or("unknown".into(), |u| u.to_string())
                     ),
                 ))
+                .into()
             }
-            Ok(request) => call(&calls, request).await,
+            Ok(request) => {
+                let mut attachment = Vec::new();
+                let len = request.attachment_len();
+                if len > 0
+                    && (&mut lines)
+                        .take(len)
+                        .read_to_end(&mut attachment)
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                if attachment.len() as u64 != len {
+                    return; // the client hung up in the middle of its blob
+                }
+                call(&calls, request, attachment).await
+            }
         };
-        let mut out = encode_response(&response);
-        out.push('\n');
-        if write.write_all(out.as_bytes()).await.is_err() {
+        if send_reply(&mut write, reply).await.is_err() || !in_sync {
             return;
-        }
-        if line.len() > MAX_REQUEST_LINE {
-            return; // the rest of an oversize line is not worth reading
         }
     }
 }
 
-async fn call(calls: &mpsc::Sender<ControlCall>, request: Request) -> Response {
+async fn call(calls: &mpsc::Sender<ControlCall>, request: Request, attachment: Vec<u8>) -> Reply {
     let (reply, answer) = oneshot::channel();
-    let internal = || Response::error(ErrorBody::new(ErrorCode::Internal, "daemon is stopping"));
-    if calls.send(ControlCall { request, reply }).await.is_err() {
+    let internal =
+        || Response::error(ErrorBody::new(ErrorCode::Internal, "daemon is stopping")).into();
+    let call = ControlCall {
+        request,
+        attachment,
+        reply,
+    };
+    if calls.send(call).await.is_err() {
         return internal();
     }
     answer.await.unwrap_or_else(|_| internal())
+}
+
+/// Writes the response line (with the descriptor attached to it, if any), then the attachment.
+async fn send_reply(write: &mut OwnedWriteHalf, reply: Reply) -> io::Result<()> {
+    let mut out = encode_response(&reply.response);
+    out.push('\n');
+    let mut sent = 0;
+    if let Some(fd) = &reply.fd {
+        let stream: &UnixStream = write.as_ref();
+        sent = loop {
+            stream.writable().await?;
+            match stream.try_io(tokio::io::Interest::WRITABLE, || {
+                rackctl::fdpass::send_with_fd(stream, out.as_bytes(), fd.as_raw_fd())
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => break other?,
+            }
+        };
+    }
+    write.write_all(&out.as_bytes()[sent..]).await?;
+    write.write_all(&reply.attachment).await
 }
 
 /// Answers a call on the event loop.
@@ -188,5 +256,5 @@ pub fn answer(
             format!("{} is not available yet in this version", other.name()),
         )),
     };
-    let _ = call.reply.send(response);
+    let _ = call.reply.send(response.into());
 }

@@ -177,7 +177,7 @@ fn repair_round_trip(server_ip: IpAddr) {
     drop(client);
 
     let started = Instant::now();
-    let prepared = Prepared::new(&image, original_local.ip(), remote).unwrap();
+    let prepared = Prepared::new(&image, original_local, remote).unwrap();
     assert_eq!(prepared.local(), original_local, "the port was free again");
     let mut restored = TcpStream::from(prepared.finish().unwrap());
     let restore_time = started.elapsed();

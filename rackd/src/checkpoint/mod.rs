@@ -3,6 +3,8 @@
 //!
 //! - [`repair`]: the kernel side (`pidfd_getfd`, `TCP_REPAIR`): socket in, image out, and back.
 //! - [`blob`]: the versioned, authenticated container the image and the engine's record travel in.
+//! - [`service`]: the daemon's operations, driving the engine and the two above.
 
 pub mod blob;
 pub mod repair;
+pub mod service;

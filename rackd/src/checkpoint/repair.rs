@@ -16,7 +16,7 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
@@ -349,15 +349,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Builds the socket from `image` at local address `local_ip` (the image's own port if it is
-    /// free there, else one the kernel picks), connected to `remote`, with the receive queue
-    /// refilled. The send queue waits for [`Prepared::finish`].
+    /// Builds the socket from `image` at local address `local` (another port the kernel picks
+    /// if that one is taken), connected to `remote`, with the receive queue refilled. The send
+    /// queue waits for [`Prepared::finish`].
     pub fn new(
         image: &SocketImage,
-        local_ip: IpAddr,
+        local: SocketAddr,
         remote: SocketAddr,
     ) -> Result<Prepared, RepairError> {
-        let local = SocketAddr::new(local_ip, image.local.port());
         if local.is_ipv4() != remote.is_ipv4() {
             return Err(RepairError::MixedFamilies { local, remote });
         }
