@@ -417,10 +417,10 @@ fn server_codec_refuses_an_oversize_line_and_hangs_up() {
 #[test]
 fn server_codec_names_unknown_commands_and_versions() {
     let daemon = FakeDaemon::start(Behaviour::default());
-    let (r, _) = raw_exchange(&daemon, b"{\"v\":1,\"cmd\":\"checkpoint\",\"id\":\"1\"}\n");
+    let (r, _) = raw_exchange(&daemon, b"{\"v\":1,\"cmd\":\"teleport\",\"id\":\"1\"}\n");
     let e = r.error.unwrap();
     assert_eq!(e.code, ErrorCode::BadRequest);
-    assert!(e.message.contains("\"checkpoint\""), "{e}");
+    assert!(e.message.contains("\"teleport\""), "{e}");
     let (r, _) = raw_exchange(&daemon, b"{\"v\":3,\"cmd\":\"status\"}\n");
     assert_eq!(r.error.unwrap().code, ErrorCode::UnsupportedVersion);
     let (r, _) = raw_exchange(&daemon, b"{\"v\":1,\"cmd\":\"status\",\"future\":1}\n");
