@@ -212,17 +212,29 @@ fn ten_outages_in_a_row_in_one_connection() {
     both_families(ten_outages);
 }
 
-// ----- an address change while the link is down ----------------------------------------------
+// ----- an address change during an outage ---------------------------------------------------
 
-/// `mover`'s link goes down during a paced two-way transfer; while it is down its address is
-/// replaced (the old one removed); then the link returns. The connection must follow.
-fn move_while_down(family: Family, mover: &'static str) {
+/// How a path goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// Dropped at the router: both hosts keep their links and routes.
+    RouterCut,
+    /// The moving host's link goes down (a Wi-Fi drop, a laptop's suspend): no route at all.
+    LinkDown,
+}
+
+/// `mover`'s path goes down (`how`) during a paced two-way transfer; while it is down its
+/// address is replaced (the old one removed); then the path returns. The connection must follow.
+fn move_during_outage(family: Family, mover: &'static str, how: Outage) {
     let topo = topology();
     let (daemons, run) = paced_transfer(&topo, family, true, PORT, 20);
     let pair = Pair::of(&daemons);
     thread::sleep(Duration::from_secs(2));
     let down_at = Instant::now();
-    topo.link_down(mover).unwrap();
+    match how {
+        Outage::RouterCut => topo.cut("client", "server").unwrap(),
+        Outage::LinkDown => topo.link_down(mover).unwrap(),
+    }
     pair.wait(
         "both ends to suspend",
         Duration::from_secs(4),
@@ -237,7 +249,10 @@ fn move_while_down(family: Family, mover: &'static str) {
     };
     thread::sleep(SHORT_OUTAGE.saturating_sub(down_at.elapsed()));
     let back = Instant::now();
-    topo.link_up(mover).unwrap();
+    match how {
+        Outage::RouterCut => topo.restore("client", "server").unwrap(),
+        Outage::LinkDown => topo.link_up(mover).unwrap(),
+    }
     pair.wait(
         "both ends to resume",
         Duration::from_secs(8),
@@ -259,13 +274,13 @@ fn move_while_down(family: Family, mover: &'static str) {
     let report = run.wait().unwrap();
     assert_intact(
         family,
-        &format!("{mover} moved while its link was down"),
+        &format!("{mover} moved during an outage ({how:?})"),
         &report,
         &pair,
     );
     eprintln!(
-        "{}: {mover} moved to {new} during a {} s link-down outage; both ends connected again \
-         {} after the link returned",
+        "{}: {mover} moved to {new} during a {} s outage ({how:?}); both ends connected again \
+         {} after the path returned",
         family_name(family),
         SHORT_OUTAGE.as_secs(),
         millis(resumed)
@@ -273,13 +288,23 @@ fn move_while_down(family: Family, mover: &'static str) {
 }
 
 #[test]
+fn client_address_change_during_an_outage() {
+    both_families(|family| move_during_outage(family, "client", Outage::RouterCut));
+}
+
+#[test]
+fn server_address_change_during_an_outage() {
+    both_families(|family| move_during_outage(family, "server", Outage::RouterCut));
+}
+
+#[test]
 fn client_address_change_while_its_link_is_down() {
-    both_families(|family| move_while_down(family, "client"));
+    both_families(|family| move_during_outage(family, "client", Outage::LinkDown));
 }
 
 #[test]
 fn server_address_change_while_its_link_is_down() {
-    both_families(|family| move_while_down(family, "server"));
+    both_families(|family| move_during_outage(family, "server", Outage::LinkDown));
 }
 
 // ----- the application closes or resets during an outage -------------------------------------
@@ -331,14 +356,20 @@ fn close_while_suspended(family: Family) {
     );
     let back = Instant::now();
     topo.restore("client", "server").unwrap();
+    wait_for(
+        "the FIN to reach the server",
+        Duration::from_secs(5),
+        || socket_state(topo.host("server")).is_some_and(|s| s != "ESTAB"),
+    );
+    let fin = back.elapsed();
     let report = run.wait().unwrap();
     assert_intact(family, "closed during the outage", &report, &pair);
     eprintln!(
-        "{}: FIN sent during a {} s outage delivered; the reply complete {} after the path \
-         returned",
+        "{}: data and FIN sent during a {} s outage reached the server {} after the path \
+         returned; its reply arrived whole",
         family_name(family),
         SHORT_OUTAGE.as_secs(),
-        millis(back.elapsed())
+        millis(fin)
     );
 }
 
@@ -364,10 +395,21 @@ fn server_resets(
 }
 
 /// Waits until the client application has ended; returns when, and its report line's error.
-fn client_error(run: &StreamRun, limit: Duration) -> (Instant, String) {
-    wait_for("the client application to end", limit, || {
-        run.client().try_wait().unwrap().is_some()
-    });
+fn client_error(run: &StreamRun, limit: Duration, pair: &Pair) -> (Instant, String) {
+    let start = Instant::now();
+    while run.client().try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < limit,
+            "the client application did not end within {limit:?}:
+client: {:?}
+server: {:?}
+{}",
+            pair.client.conn(PORT),
+            pair.server.conn(PORT),
+            pair.logs()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let ended = Instant::now();
     let line = run.client().stdout();
     let report = netns_tests::stream::StreamReport::parse(line.lines().last().unwrap_or_default())
@@ -401,7 +443,7 @@ fn reset_while_suspended(family: Family) {
     );
     let back = Instant::now();
     topo.restore("client", "server").unwrap();
-    let (ended, error) = client_error(&run, Duration::from_secs(10));
+    let (ended, error) = client_error(&run, Duration::from_secs(10), &pair);
     assert!(
         error.contains(RESET),
         "{}: the client application should see the peer's reset, saw {error:?}\n{}",
@@ -437,7 +479,7 @@ fn reset_while_connected(family: Family) {
         || run.server().try_wait().unwrap().is_some(),
     );
     let reset_at = Instant::now();
-    let (ended, error) = client_error(&run, Duration::from_secs(5));
+    let (ended, error) = client_error(&run, Duration::from_secs(5), &pair);
     assert!(
         error.contains(RESET),
         "{}: the client application should see the peer's reset, saw {error:?}\n{}",
@@ -482,7 +524,7 @@ fn window_expires(family: Family) {
         Some(0),
     );
     let suspended = Instant::now();
-    let (ended, error) = client_error(&run, WINDOW + Duration::from_secs(5));
+    let (ended, error) = client_error(&run, WINDOW + Duration::from_secs(5), &pair);
     let after = ended.duration_since(suspended);
     assert!(
         error.contains(RESET) && after >= WINDOW - Duration::from_secs(1),

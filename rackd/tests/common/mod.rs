@@ -65,6 +65,11 @@ impl Daemon {
         self.process.pid()
     }
 
+    /// The daemon's whole log so far.
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+
     /// The end of the daemon's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let log = self.process.stderr();
