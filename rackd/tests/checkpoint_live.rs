@@ -5,15 +5,31 @@
 //!   the same address, and the stream continues on both sides — in a private network namespace
 //!   per test.
 //!
-//! Needs root (namespaces, pidfd_getfd, TCP_REPAIR); fails, never skips, without it.
+//! - The whole hook (rackd on a client, a server and a third host, netns-tests harness): a
+//!   program streaming both ways with an unmodified `rk-stream` server is stopped, checkpointed
+//!   with `rackctl checkpoint` and killed; `rackctl restore` on the third host (another address)
+//!   hands the socket to a new process that continues; both ends check every byte. Corrupted,
+//!   truncated and replayed blobs are refused meanwhile without disturbing the stream.
+//!
+//! The client program is this test binary itself, run as the ignored test
+//! [`helper_stream_client`] with its settings in the environment.
+//!
+//! Needs root (namespaces, pidfd_getfd, TCP_REPAIR); fails, never skips, without it. The
+//! cross-host test needs the rackctl and rk-stream binaries built (`make build`).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use netns_tests::stream::Pattern;
+use netns_tests::stream::{digest_of, Pattern, StreamReport};
+use netns_tests::{Host, Process, Topology};
 use rackd::checkpoint::repair::{self, Prepared, RepairError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod common;
+use common::{assert_connected_on_both, wait_for, Daemon, FAST_MONITOR};
 
 fn assert_root() {
     // SAFETY: geteuid has no preconditions.
@@ -242,4 +258,458 @@ fn repair_layer_refuses_what_is_not_an_established_tcp_socket() {
         let e = repair::capture(c.as_fd()).unwrap_err();
         assert!(matches!(e, RepairError::NotEstablished(8)), "{e}");
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole hook across hosts.
+
+/// Settings of the helper program, passed in its environment.
+const ENV_ROLE: &str = "RACKHOOK_TEST_ROLE";
+const ENV_ADDR: &str = "RACKHOOK_TEST_ADDR";
+const ENV_BYTES: &str = "RACKHOOK_TEST_BYTES";
+const ENV_PACE: &str = "RACKHOOK_TEST_PACE";
+const ENV_STATE: &str = "RACKHOOK_TEST_STATE";
+const CLIENT_SEED: u64 = 1;
+const SERVER_SEED: u64 = 2;
+
+/// What the helper keeps across a checkpoint (a real program's memory image would).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    sent: u64,
+    received: u64,
+    mismatches: u64,
+    shut: bool,
+}
+
+static CHECKPOINT_ASKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    CHECKPOINT_ASKED.store(true, Ordering::SeqCst);
+}
+
+/// The client program: streams `BYTES` of its pattern to `ADDR` at `PACE` bytes/s while checking
+/// every byte it receives against the server's pattern; on SIGUSR1 it saves its progress to
+/// `STATE` and stops itself (SIGSTOP). Role `resume` continues from `STATE` on descriptor 3.
+/// Prints one JSON line: its progress and error at the end.
+#[test]
+#[ignore = "helper program run by the cross-host tests, not a test"]
+fn helper_stream_client() {
+    let Ok(role) = std::env::var(ENV_ROLE) else {
+        return;
+    };
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let total: u64 = env(ENV_BYTES).parse().unwrap();
+    let pace: u64 = env(ENV_PACE).parse().unwrap();
+    let state = PathBuf::from(env(ENV_STATE));
+    let (stream, progress) = if role == "resume" {
+        use std::os::fd::FromRawFd;
+        let fd: i32 = env("RACKHOOK_FD").parse().unwrap();
+        let text = std::fs::read_to_string(&state).unwrap();
+        // SAFETY: rackctl handed us the restored socket as this descriptor; nothing else owns it.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        (stream, serde_json::from_str(&text).unwrap())
+    } else {
+        let stream = TcpStream::connect(env(ENV_ADDR)).unwrap();
+        (stream, Progress::default())
+    };
+    println!(
+        "connected fd={} local={}",
+        stream.as_raw_fd(),
+        stream.local_addr().unwrap()
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t) };
+    let (progress, error) = stream_client(stream, progress, total, pace, &state);
+    println!(
+        "{}",
+        serde_json::json!({"sent": progress.sent, "received": progress.received,
+            "mismatches": progress.mismatches, "error": error})
+    );
+}
+
+fn stream_client(
+    mut s: TcpStream,
+    mut p: Progress,
+    total: u64,
+    pace: u64,
+    state: &Path,
+) -> (Progress, Option<String>) {
+    s.set_nonblocking(true).unwrap();
+    let mut out = Pattern::new(CLIENT_SEED);
+    let mut expect = Pattern::new(SERVER_SEED);
+    skip(&mut out, p.sent);
+    skip(&mut expect, p.received);
+    let (start, sent_at_start) = (Instant::now(), p.sent);
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut buf, mut want) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut eof = false;
+    loop {
+        if CHECKPOINT_ASKED.swap(false, Ordering::SeqCst) {
+            let tmp = state.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_string(&p).unwrap()).unwrap();
+            std::fs::rename(&tmp, state).unwrap();
+            // SAFETY: raise has no preconditions.
+            unsafe { libc::raise(libc::SIGSTOP) };
+            return (p, Some("resumed without a restore".into()));
+        }
+        if eof && p.shut {
+            return (p, None);
+        }
+        let mut fds = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut fds, 1, 5) };
+        // Read whatever is there and check it against the server's pattern.
+        while !eof {
+            match s.read(&mut buf) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    expect.fill(&mut want[..n]);
+                    p.mismatches += buf[..n]
+                        .iter()
+                        .zip(&want[..n])
+                        .filter(|(a, b)| a != b)
+                        .count() as u64;
+                    p.received += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (p, Some(format!("read: {e}"))),
+            }
+        }
+        // Write up to the paced allowance.
+        let allowed =
+            (sent_at_start + (pace as f64 * start.elapsed().as_secs_f64()) as u64).min(total);
+        while p.sent < allowed {
+            if pending.is_empty() {
+                pending.resize((allowed - p.sent).min(16 * 1024) as usize, 0);
+                out.fill(&mut pending);
+            }
+            match s.write(&pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                    p.sent += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (p, Some(format!("write: {e}"))),
+            }
+        }
+        if p.sent == total && !p.shut {
+            if let Err(e) = s.shutdown(std::net::Shutdown::Write) {
+                return (p, Some(format!("shutdown: {e}")));
+            }
+            p.shut = true;
+        }
+    }
+}
+
+fn skip(p: &mut Pattern, mut n: u64) {
+    let mut scratch = vec![0u8; 64 * 1024];
+    while n > 0 {
+        let k = n.min(scratch.len() as u64) as usize;
+        p.fill(&mut scratch[..k]);
+        n -= k as u64;
+    }
+}
+
+fn helper_command(
+    host: &Host,
+    role: &str,
+    addr: &str,
+    bytes: u64,
+    pace: u64,
+    state: &Path,
+) -> netns_tests::HostCommand {
+    helper_env(
+        host.command(std::env::current_exe().unwrap()),
+        role,
+        addr,
+        bytes,
+        pace,
+        state,
+    )
+    .args(helper_args())
+}
+
+fn helper_args() -> [&'static str; 5] {
+    [
+        "helper_stream_client",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+}
+
+fn helper_env(
+    cmd: netns_tests::HostCommand,
+    role: &str,
+    addr: &str,
+    bytes: u64,
+    pace: u64,
+    state: &Path,
+) -> netns_tests::HostCommand {
+    cmd.env(ENV_ROLE, role)
+        .env(ENV_ADDR, addr)
+        .env(ENV_BYTES, bytes.to_string())
+        .env(ENV_PACE, pace.to_string())
+        .env(ENV_STATE, state)
+}
+
+/// The helper's final JSON line.
+fn helper_report(p: &Process) -> serde_json::Value {
+    let out = p.wait(Duration::from_secs(60)).expect("helper exits");
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no report from the helper: {}\n{}", out.stdout, out.stderr));
+    serde_json::from_str(line).unwrap()
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// A private directory for keys and blobs, removed with the value.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rackhook-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Scratch(dir)
+    }
+
+    /// A fresh cluster key, mode 0600.
+    fn key(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join("checkpoint.key");
+        let mut key = [0u8; 32];
+        // SAFETY: `key` is valid for 32 writable bytes.
+        let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
+        assert_eq!(n, 32);
+        std::fs::write(&path, key).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rackctl(daemon: &Daemon, args: &[&str]) -> std::process::Output {
+    let bin = netns_tests::workspace_bin("rackctl").expect("rackctl binary (make build)");
+    std::process::Command::new(bin)
+        .arg("--control-socket")
+        .arg(&daemon.socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `rackctl restore` of `blob` in `host` that must fail with `needle` in its message.
+fn refused_restore(daemon: &Daemon, blob: &Path, needle: &str) {
+    let o = rackctl(daemon, &["restore", blob.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(
+        !o.status.success(),
+        "restore of {} succeeded: {t}",
+        blob.display()
+    );
+    assert!(t.contains(needle), "{needle:?} not in: {t}");
+}
+
+#[test]
+fn a_stream_moves_to_another_host_and_bad_blobs_are_refused() {
+    let topo = Topology::builder()
+        .host("third")
+        .build()
+        .unwrap_or_else(|e| panic!("building the test topology: {e} (these tests need root)"));
+    for host in topo.hosts() {
+        host.sysctl("net.ipv4.tcp_retries2", "3").unwrap();
+    }
+    let (client, server, third) = (topo.host("client"), topo.host("server"), topo.host("third"));
+    let scratch = Scratch::new("move");
+    let config = format!(
+        "{FAST_MONITOR}[checkpoint]\nkey_file = \"{}\"\n",
+        scratch.key().display()
+    );
+    let (cd, sd, td) = (
+        Daemon::start(client, &config),
+        Daemon::start(server, &config),
+        Daemon::start(third, &config),
+    );
+    let port = 5301;
+    let (bytes, pace) = (3u64 << 20, 256 * 1024);
+    let listen = format!("{}:{port}", server.v4());
+    let rk_stream = netns_tests::workspace_bin("rk-stream").expect("rk-stream binary (make build)");
+    let server_prog = server
+        .command(&rk_stream)
+        .args([
+            "server",
+            &listen,
+            "--bytes",
+            &bytes.to_string(),
+            "--seed",
+            &SERVER_SEED.to_string(),
+            "--pace",
+            &pace.to_string(),
+        ])
+        .spawn()
+        .unwrap();
+    let state = scratch.0.join("progress.json");
+    let first = helper_command(client, "connect", &listen, bytes, pace, &state)
+        .spawn()
+        .unwrap();
+    first
+        .wait_for_output("connected fd=", Duration::from_secs(10))
+        .unwrap();
+    let fd: String = first
+        .stdout()
+        .split("connected fd=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .into();
+    let id = assert_connected_on_both(&cd, &sd, port);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Stop (the program saves its own progress first, as a checkpointed image would hold it),
+    // checkpoint, kill.
+    let pid = first.pid();
+    // SAFETY: kill with a pid we started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+    wait_for("the program to stop", Duration::from_secs(5), || {
+        process_state(pid) == Some('T') && state.exists()
+    });
+    let blob = scratch.0.join("conn.blob");
+    let o = rackctl(
+        &cd,
+        &[
+            "checkpoint",
+            "--pid",
+            &pid.to_string(),
+            "--fd",
+            &fd,
+            "--out",
+            blob.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "checkpoint: {}\n{}",
+        text(&o),
+        cd.log_tail()
+    );
+    eprintln!("{}", text(&o).trim());
+    first.kill().unwrap();
+    let blob_bytes = std::fs::read(&blob).unwrap();
+
+    // Restore on the third host; a new process continues from the restored socket.
+    let rackctl_bin = netns_tests::workspace_bin("rackctl").expect("rackctl binary (make build)");
+    let second = helper_env(
+        third.command(&rackctl_bin),
+        "resume",
+        &listen,
+        bytes,
+        pace,
+        &state,
+    )
+    .arg("--control-socket")
+    .arg(&td.socket)
+    .args(["restore", blob.to_str().unwrap(), "--"])
+    .arg(std::env::current_exe().unwrap())
+    .args(helper_args())
+    .spawn()
+    .unwrap();
+    second
+        .wait_for_output("connected fd=3", Duration::from_secs(10))
+        .unwrap_or_else(|e| {
+            panic!(
+                "restore: {e}\n{}\nthird rackd:\n{}\nserver rackd:\n{}",
+                second.stderr(),
+                td.log_tail(),
+                sd.log_tail()
+            )
+        });
+    eprintln!(
+        "{}",
+        second
+            .stderr()
+            .lines()
+            .find(|l| l.contains("restored"))
+            .unwrap_or("")
+    );
+    let moved = sd
+        .conn(port)
+        .expect("the server's rackd still has the connection");
+    assert_eq!(moved.id, id);
+    assert_eq!(
+        moved.remote,
+        format!(
+            "{}:{}",
+            third.v4(),
+            moved.remote.rsplit(':').next().unwrap()
+        ),
+        "{moved:?}"
+    );
+
+    // Bad blobs, while the moved stream runs: refused, and nothing changes.
+    let bad = scratch.0.join("bad.blob");
+    let mut corrupted = blob_bytes.clone();
+    corrupted[blob_bytes.len() / 2] ^= 0x01;
+    std::fs::write(&bad, &corrupted).unwrap();
+    refused_restore(&td, &bad, "blob authentication failed");
+    std::fs::write(&bad, &blob_bytes[..blob_bytes.len() - 100]).unwrap();
+    refused_restore(&td, &bad, "blob authentication failed");
+    std::fs::write(&bad, &blob_bytes[..20]).unwrap();
+    refused_restore(&td, &bad, "truncated");
+    refused_restore(&td, &blob, "already restored on this host");
+    refused_restore(&cd, &blob, "refused");
+
+    let client_report = helper_report(&second);
+    let server_out = server_prog.wait(Duration::from_secs(60)).unwrap();
+    let server_report =
+        StreamReport::parse(server_out.stdout.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(
+        server_report.error, None,
+        "the server program saw an error: {server_out:?}"
+    );
+    assert_eq!(server_report.bytes_received, bytes);
+    assert_eq!(
+        server_report.digest_received,
+        digest_of(CLIENT_SEED, bytes),
+        "server received the client's stream intact"
+    );
+    assert_eq!(server_report.bytes_sent, bytes);
+    assert_eq!(
+        client_report["error"],
+        serde_json::Value::Null,
+        "{client_report}"
+    );
+    assert_eq!(client_report["received"], bytes, "{client_report}");
+    assert_eq!(client_report["mismatches"], 0, "{client_report}");
+    assert_eq!(client_report["sent"], bytes, "{client_report}");
 }
