@@ -7,12 +7,11 @@
 //! rk-craft inject --from IP:PORT --to IP:PORT --kind rst|data --count N --rate PPS [--seed N]
 //! ```
 
-use std::collections::HashMap;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
 use integration::catalogue::{self, Target};
+use integration::flags::Flags;
 use integration::flood::{self, FloodSpec, RawSender};
 use integration::inject::{self, InjectSpec};
 
@@ -91,48 +90,6 @@ fn run(args: &[String]) -> Result<String, String> {
             Ok(report.to_line())
         }
         other => Err(format!("unknown mode {other:?} (flood, malformed, inject)")),
-    }
-}
-
-/// `--name value` pairs.
-struct Flags(HashMap<String, String>);
-
-impl Flags {
-    fn parse(args: &[String]) -> Result<Flags, String> {
-        let mut map = HashMap::new();
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let name = flag
-                .strip_prefix("--")
-                .ok_or_else(|| format!("expected --flag, got {flag:?}"))?;
-            let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-            map.insert(name.to_owned(), value.clone());
-        }
-        Ok(Flags(map))
-    }
-
-    fn get<T: FromStr>(&self, name: &str) -> Result<T, String>
-    where
-        T::Err: std::fmt::Display,
-    {
-        let value = self
-            .0
-            .get(name)
-            .ok_or_else(|| format!("missing --{name}"))?;
-        value
-            .parse()
-            .map_err(|e| format!("--{name} {value:?}: {e}"))
-    }
-
-    fn get_or<T: FromStr>(&self, name: &str, default: T) -> Result<T, String>
-    where
-        T::Err: std::fmt::Display,
-    {
-        if self.0.contains_key(name) {
-            self.get(name)
-        } else {
-            Ok(default)
-        }
     }
 }
 
