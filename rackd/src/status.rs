@@ -47,7 +47,7 @@ fn connection(f: &Flow, last_heartbeat: Option<Instant>, now: Instant) -> Connec
         State::Suspended { .. } => ConnState::Suspended,
         State::Reconnecting { .. } => ConnState::Reconnecting,
         State::Released => ConnState::Released,
-        State::Closed => ConnState::Closed,
+        State::Closed { .. } => ConnState::Closed,
     };
     let suspended_for_s = match f.state {
         State::Suspended { since } | State::Reconnecting { since } => {

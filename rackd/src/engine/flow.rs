@@ -73,7 +73,11 @@ pub enum State {
     },
     /// The peer has no rackd: plain TCP, nothing of it reaches rackd again.
     Released,
-    Closed,
+    /// The local socket ended while suspended: kept, so that heartbeats carry on until the
+    /// peer is back (`peer_back`) and its next packet draws the kernel's reset here.
+    Closed {
+        peer_back: Option<Instant>,
+    },
 }
 
 impl State {
@@ -84,7 +88,7 @@ impl State {
             State::Suspended { .. } => "suspended",
             State::Reconnecting { .. } => "reconnecting",
             State::Released => "released",
-            State::Closed => "closed",
+            State::Closed { .. } => "closed",
         }
     }
 

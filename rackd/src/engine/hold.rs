@@ -28,6 +28,9 @@ use super::flow::{FlowKey, Role};
 /// Answers to one side are at most this frequent: probes come seconds apart, so this only
 /// stops pathological loops.
 const MIN_ANSWER_GAP: Duration = Duration::from_millis(10);
+/// Longest the local socket goes without an ACK from rackd during a hold (see
+/// [`Hold::keepalive`]). Its window probes back off from 200 ms; each ACK clears their count.
+pub const KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// The local socket's counters from the kernel's socket table (`tcp_info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,6 +137,8 @@ pub struct Hold {
     head: Option<Vec<u8>>,
     /// The socket had data in flight when the hold began.
     outstanding: bool,
+    /// When rackd last sent the local socket an ACK.
+    last_to_local: Option<Instant>,
 }
 
 impl Hold {
@@ -149,13 +154,15 @@ impl Hold {
             remote: Seen::default(),
             head: None,
             outstanding: c.unacked > 0,
+            last_to_local: None,
         }
     }
 
     /// The first packet of a hold: the zero-window ACK. Its timestamps are not known yet, and
     /// Linux accepts a window update without them (measured, docs/decisions.md); later answers
     /// carry the timestamps the socket's own packets reveal.
-    pub fn start(&self) -> Vec<u8> {
+    pub fn start(&mut self, now: Instant) -> Vec<u8> {
+        self.last_to_local = Some(now);
         self.to_local(0)
     }
 
@@ -174,6 +181,7 @@ impl Hold {
         if self.timestamps && seg.timestamps.is_none() {
             return None; // cannot pass PAWS without its timestamps
         }
+        self.last_to_local = Some(now);
         Some(self.to_local(0))
     }
 
@@ -189,6 +197,22 @@ impl Hold {
         if seg.flags.ack() {
             self.local_rcv_nxt = seg.ack;
         }
+    }
+
+    /// An ACK for the local socket when none of its packets was answered for [`KEEPALIVE`].
+    /// Without a route to the peer (its link is down) the socket's probes fail before any
+    /// netfilter hook, so rackd never sees them, yet the kernel counts each towards
+    /// `tcp_retries2` and aborts the socket; any acceptable ACK resets that count (and the
+    /// timestamp the retransmission timer measures silence from).
+    pub fn keepalive(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let quiet = self
+            .last_to_local
+            .is_none_or(|t| now.duration_since(t) >= KEEPALIVE);
+        if !quiet {
+            return None;
+        }
+        self.last_to_local = Some(now);
+        Some(self.to_local(0))
     }
 
     /// A packet from the peer (`Dir::In`) during the hold: returns the answer (rackd speaks for

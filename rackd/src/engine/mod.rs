@@ -54,6 +54,9 @@ const RESYNC_LIMIT: Duration = Duration::from_secs(10);
 /// Without a captured retransmission the socket's own next one is awaited: its retransmission
 /// timer backs off to at most 120 s.
 const RESYNC_LIMIT_WITHOUT_HEAD: Duration = Duration::from_secs(130);
+/// How long a connection whose socket ended during a suspension stays after its peer is back
+/// (see [`State::Closed`]): long enough for the peer to resume and send.
+const CLOSED_LINGER: Duration = Duration::from_secs(5);
 /// Upper bound on connections in negotiation: beyond it new SYNs are not offered protection,
 /// so a SYN flood costs bounded memory.
 pub const MAX_NEGOTIATING: usize = 16_384;
@@ -637,6 +640,19 @@ impl Engine {
         present: impl Fn(IpAddr) -> bool,
         source_for: impl Fn(IpAddr) -> Option<IpAddr>,
     ) {
+        // Kept at once, even with no new address to move to yet (the link is down): a held
+        // socket must go on receiving rackd's ACKs at its address.
+        let departed: Vec<IpAddr> = self
+            .flows
+            .values()
+            .filter(|f| f.session.is_some() && !present(f.key.local.ip()))
+            .map(|f| f.key.local.ip())
+            .collect();
+        for ip in departed {
+            if self.kept.insert(ip) {
+                self.actions.push_back(Action::KeepLocal(ip));
+            }
+        }
         let moved: Vec<(FlowKey, FlowKey)> = self
             .flows
             .values()
@@ -649,9 +665,6 @@ impl Engine {
             })
             .collect();
         for (key, wire) in moved {
-            if !present(key.local.ip()) && self.kept.insert(key.local.ip()) {
-                self.actions.push_back(Action::KeepLocal(key.local.ip()));
-            }
             tracing::info!(flow = %key, new = %wire.local.ip(), "local address moved");
             self.rewire(key, wire);
             // Held until the peer has seen a beat from the new address and translates too;
@@ -743,6 +756,11 @@ impl Engine {
                 continue;
             };
             if alive {
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    if let State::Closed { peer_back } = &mut flow.state {
+                        peer_back.get_or_insert(now);
+                    }
+                }
                 self.resume(now, key);
             } else {
                 self.suspend(now, key);
@@ -829,7 +847,7 @@ impl Engine {
             return;
         };
         let Some(c) = counters else {
-            self.close(key);
+            self.end(now, key);
             return;
         };
         flow.bytes_sent = c.bytes_sent;
@@ -841,11 +859,10 @@ impl Engine {
             return;
         };
         let seq = SeqState::derive(flow.role, isn_local, isn_peer, &c);
-        let hold = Hold::new(key, seq, &c);
-        self.actions.push_back(Action::Inject(hold.start()));
+        let mut hold = Hold::new(key, seq, &c);
+        self.actions.push_back(Action::Inject(hold.start(now)));
         tracing::debug!(flow = %key, ?seq, "holding the socket");
         flow.hold = Some(Box::new(hold));
-        let _ = now;
     }
 
     /// A queued packet of a flow other than a SYN. `packet` makes a copy of the whole packet
@@ -876,7 +893,7 @@ impl Engine {
         };
         if dir == Dir::Out && seg.flags.rst() {
             // The application aborted: its reset travels, and the connection is over.
-            self.close(key);
+            self.end(now, key);
             return SegmentVerdict::Accept;
         }
         if flow.resync.is_some() {
@@ -1003,7 +1020,29 @@ impl Engine {
             }
         }
         for key in gone {
-            self.close(key);
+            self.end(now, key);
+        }
+    }
+
+    /// The local socket is gone (closed, aborted). A suspended connection stays, closed: its
+    /// peer holds its own end, and would until its reconnection window ends. Beats go on, so
+    /// the peer resumes when the path returns; its next packet then meets no socket here and
+    /// draws the kernel's reset, which ends the connection there too.
+    fn end(&mut self, now: Instant, key: FlowKey) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        match flow.state {
+            State::Closed { .. } => {}
+            State::Suspended { .. } if flow.session.is_some() => {
+                tracing::debug!(flow = %key, "socket ended during the suspension: closed");
+                flow.set_state(State::Closed { peer_back: None }, now);
+                flow.hold = None;
+                flow.resync = None;
+                flow.pinned = false;
+                self.queue(key, false);
+            }
+            _ => self.close(key),
         }
     }
 
@@ -1044,6 +1083,7 @@ impl Engine {
         let mut timed_out = Vec::new();
         let mut gave_up = Vec::new();
         let mut resend = Vec::new();
+        let mut ended = Vec::new();
         let mut next = now + SCAN_IDLE;
         for (key, flow) in &mut self.flows {
             if let (Some(r), Some(hold)) = (&mut flow.resync, &flow.hold) {
@@ -1085,6 +1125,17 @@ impl Engine {
                     busy = true;
                     if now.duration_since(since) >= self.cfg.reconnect_window {
                         expired.push(*key);
+                    } else if flow.resync.is_none() {
+                        if let Some(p) = flow.hold.as_mut().and_then(|h| h.keepalive(now)) {
+                            self.actions.push_back(Action::Inject(p));
+                        }
+                    }
+                }
+                State::Closed { peer_back } => {
+                    busy = true;
+                    let back = peer_back.is_some_and(|t| now.duration_since(t) >= CLOSED_LINGER);
+                    if back || now.duration_since(flow.entered) >= self.cfg.reconnect_window {
+                        ended.push(*key);
                     }
                 }
                 _ => {}
@@ -1096,6 +1147,9 @@ impl Engine {
         }
         for key in expired {
             self.expire(key);
+        }
+        for key in ended {
+            self.close(key);
         }
         for (key, packet) in resend {
             self.inject(key, packet);

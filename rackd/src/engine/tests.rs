@@ -771,7 +771,35 @@ fn an_application_reset_during_suspension_ends_the_flow() {
         .c
         .on_segment(net.now, Dir::Out, key_at_client(), &rst, || None);
     assert_eq!(v, SegmentVerdict::Accept);
+    // The server still holds its end: the flow stays, closed, and beats go on until the path
+    // is back and the server has resumed (its next packet then draws the kernel's reset).
+    assert_eq!(net.state(false), "closed");
+    net.run_for(Duration::from_secs(20));
+    assert_eq!(net.state(false), "closed");
+    net.c_to_s = true;
+    net.s_to_c = true;
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.state(true), "connected");
+    net.run_for(Duration::from_secs(6));
     assert_eq!(net.state(false), "gone");
+}
+
+#[test]
+fn a_socket_that_cannot_reach_rackd_still_gets_an_ack_every_second() {
+    // Link down: the socket's probes fail before any netfilter hook and never reach rackd.
+    let mut net = Net::connected();
+    net.c_to_s = false;
+    net.s_to_c = false;
+    net.run_for(Duration::from_secs(2));
+    hold_client(&mut net, SocketCounters::default());
+    net.c_out.clear();
+    net.run_for(Duration::from_secs(10));
+    let acks = net
+        .c_out
+        .iter()
+        .filter(|a| matches!(a, Action::Inject(p) if TcpIpPacket::new_checked(&p[..]).unwrap().dst() == key_at_client().local))
+        .count();
+    assert!((9..=11).contains(&acks), "{acks} ACKs in 10 s");
 }
 
 #[test]
@@ -794,7 +822,15 @@ fn the_reconnection_window_expires_into_a_reset() {
         .c_out
         .iter()
         .find_map(|a| match a {
-            Action::Inject(p) => Some(p.clone()),
+            Action::Inject(p)
+                if TcpIpPacket::new_checked(&p[..])
+                    .unwrap()
+                    .tcp()
+                    .flags()
+                    .rst() =>
+            {
+                Some(p.clone())
+            }
             _ => None,
         })
         .expect("a reset");
