@@ -174,6 +174,31 @@ fn link_down_and_up() {
 }
 
 #[test]
+fn an_address_changed_while_the_link_is_down_works_once_it_is_up() {
+    let topo = Topology::new().expect("topology");
+    topo.link_down("client").expect("down");
+    let (v4, v6) = topo.host("client").addresses().successor();
+    topo.change_address("client", v4, v6)
+        .expect("change address while down");
+    let shown = topo
+        .host("client")
+        .run("ip", ["-o", "addr", "show", "eth0"])
+        .expect("ip")
+        .stdout;
+    assert!(
+        shown.contains(&format!("{v4}/")) && !shown.contains("192.0.2.2/"),
+        "{shown}"
+    );
+    topo.link_up("client").expect("up");
+    for family in [Family::V4, Family::V6] {
+        assert!(
+            reachable(&topo, "server", "client", family),
+            "{family:?} at the new address"
+        );
+    }
+}
+
+#[test]
 fn an_address_change_breaks_the_old_connection_and_the_new_address_works() {
     let topo = Topology::new().expect("topology");
     short_retries(&topo);

@@ -78,3 +78,36 @@ fn workspace_programs_are_found_and_missing_ones_named() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_server_that_replies_after_eof_sends_only_after_the_whole_request() {
+    let topo = Topology::new().expect("topology");
+    // 0.5 s each way: one after the other takes at least twice as long as both at once.
+    let mut options = StreamOptions::new(100_000)
+        .pace(200_000)
+        .server_replies_after_eof();
+    options.program = Some(RK_STREAM.into());
+    let report =
+        stream_both_ways(topo.host("client"), topo.host("server"), options).expect("stream");
+    assert!(report.intact(), "{:?}", report.problems());
+    assert!(report.client.elapsed_ms >= 950, "{report:?}");
+}
+
+#[test]
+fn an_aborting_server_resets_the_connection() {
+    let topo = Topology::new().expect("topology");
+    let mut options = StreamOptions::new(10 << 20)
+        .pace(1 << 20)
+        .server_aborts_after(Duration::from_millis(500));
+    options.program = Some(RK_STREAM.into());
+    let report =
+        stream_both_ways(topo.host("client"), topo.host("server"), options).expect("stream");
+    let client = report.client.error.as_deref().unwrap_or_default();
+    assert!(
+        client.contains("os error 104"),
+        "client saw a reset: {report:?}"
+    );
+    let server = report.server.error.as_deref().unwrap_or_default();
+    assert!(server.contains("aborted on request"), "{report:?}");
+    assert!(report.client.elapsed_ms < 2000, "{report:?}");
+}
