@@ -1,4 +1,4 @@
-//! nginx serving files from the scratch directory, and curl downloading one at a limited rate.
+//! nginx serving files from the scratch directory, and curl downloading one.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -107,13 +107,11 @@ pub struct Downloaded {
 }
 
 impl Download {
-    /// Starts `curl` in `client` fetching `url` into `output` at most `bytes_per_s`.
-    pub fn start(client: &Host, url: &str, output: &Path, bytes_per_s: u64) -> Result<Download> {
+    /// Starts `curl` in `client` fetching `url` into `output`.
+    pub fn start(client: &Host, url: &str, output: &Path) -> Result<Download> {
         let process = client
             .command("curl")
-            .args(["--silent", "--show-error", "--fail", "--limit-rate"])
-            .arg(bytes_per_s.to_string())
-            .arg("--output")
+            .args(["--silent", "--show-error", "--fail", "--output"])
             .arg(output)
             .args(["--write-out", "%{http_code} %{size_download} %{time_total}\\n"])
             .arg(url)

@@ -59,6 +59,7 @@ impl RedisServer {
             .spawn()?;
         Ok(RedisCli {
             process,
+            sent: 0,
             consumed: 0,
         })
     }
@@ -94,6 +95,8 @@ impl RedisServer {
 #[derive(Debug)]
 pub struct RedisCli {
     process: Process,
+    /// Commands sent.
+    sent: usize,
     /// Reply lines already returned.
     consumed: usize,
 }
@@ -105,11 +108,25 @@ impl RedisCli {
 
     /// Sends `command` and waits up to `timeout` for its reply line.
     pub fn ask(&mut self, command: &str, timeout: Duration) -> Result<String> {
+        self.send(command)?;
+        self.reply(timeout)
+    }
+
+    /// Sends `command` without waiting for the reply.
+    pub fn send(&mut self, command: &str) -> Result<()> {
         self.process
             .write_stdin(format!("{command}\n").as_bytes())?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the reply to the oldest command not yet answered.
+    pub fn reply(&mut self, timeout: Duration) -> Result<String> {
         let want = self.consumed + 1;
-        let shown: String = command.chars().take(60).collect();
-        let line = poll(&format!("redis-cli's reply to {shown:?}"), timeout, |detail| {
+        if want > self.sent {
+            return Err(ScenarioError::program("redis-cli", "no command awaits a reply"));
+        }
+        let line = poll(&format!("redis-cli's reply number {want}"), timeout, |detail| {
             let out = self.process.stdout();
             // A reply is complete once its newline has arrived.
             let complete: Vec<&str> = out.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();
