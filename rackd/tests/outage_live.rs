@@ -208,7 +208,7 @@ fn ten_outages(family: Family) {
 }
 
 #[test]
-fn ten_outages_in_a_row_in_one_connection() {
+fn a_connection_survives_ten_outages_in_a_row() {
     both_families(ten_outages);
 }
 
