@@ -679,6 +679,12 @@ impl AsFd for DestroyEvents {
     }
 }
 
+impl std::os::fd::AsRawFd for DestroyEvents {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 /// A failed system call, before it is tied to a request.
 #[derive(Debug)]
 struct SysError {

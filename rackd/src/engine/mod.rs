@@ -1024,6 +1024,13 @@ impl Engine {
         }
     }
 
+    /// The kernel freed the socket of `key` (a destroy notification).
+    pub fn on_socket_gone(&mut self, now: Instant, key: &FlowKey) {
+        if self.flows.contains_key(key) {
+            self.end(now, *key);
+        }
+    }
+
     /// The local socket is gone (closed, aborted). A suspended connection stays, closed: its
     /// peer holds its own end, and would until its reconnection window ends. Beats go on, so
     /// the peer resumes when the path returns; its next packet then meets no socket here and
