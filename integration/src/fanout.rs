@@ -339,9 +339,11 @@ impl Fanout {
 
     /// Waits for round `round` to finish; fails unless every connection echoed intact.
     pub fn finish_round(&self, round: u64, timeout: Duration) -> Result<Duration> {
-        let event = self.wait_event(&format!("echo round {round}"), timeout, |e| {
-            matches!(e, Event::Round { round: r, .. } if *r == round)
-        })?;
+        let event = self.wait_event(
+            &format!("echo round {round}"),
+            timeout,
+            |e| matches!(e, Event::Round { round: r, .. } if *r == round),
+        )?;
         match event {
             Event::Round { ok, ms, .. } if ok == self.count => Ok(Duration::from_millis(ms)),
             other => Err(ScenarioError::program(
@@ -360,7 +362,8 @@ impl Fanout {
     /// Closes every connection in order; fails unless all closed cleanly at both ends.
     pub fn close(self, timeout: Duration) -> Result<u64> {
         self.client.write_stdin(b"close\n")?;
-        let closed = self.wait_event("the close", timeout, |e| matches!(e, Event::Closed { .. }))?;
+        let closed =
+            self.wait_event("the close", timeout, |e| matches!(e, Event::Closed { .. }))?;
         let served = self.wait_event("the server's summary", timeout, |e| {
             matches!(e, Event::Served { .. })
         })?;

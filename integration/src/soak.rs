@@ -155,8 +155,7 @@ impl SoakReport {
             ("server", |s| s.server_rss_kib),
         ];
         for (side, rss) in sides {
-            let Some(baseline) = self.samples.iter().filter(|s| s.cycle <= 1).map(rss).max()
-            else {
+            let Some(baseline) = self.samples.iter().filter(|s| s.cycle <= 1).map(rss).max() else {
                 problems.push("no samples".into());
                 continue;
             };
@@ -243,9 +242,8 @@ pub fn run(cfg: &SoakConfig, emit: &(dyn Fn(&str) + Sync)) -> Result<SoakReport>
             .unwrap_or_else(|_| Err(ScenarioError::program("rk-soak", "the sampler panicked")));
         driven.and_then(|report| sampled.map(|()| report))
     });
-    let (outages, rounds) = driven.map_err(|e| {
-        ScenarioError::program("soak", format!("{e}\n{}", bed.logs()))
-    })?;
+    let (outages, rounds) =
+        driven.map_err(|e| ScenarioError::program("soak", format!("{e}\n{}", bed.logs())))?;
     let echoed = fan.close(ROUND_LIMIT)?;
     let expected: u64 = (0..cfg.connections)
         .flat_map(|i| (0..rounds).map(move |r| payload(i, r, ECHO_MAX).len() as u64))
@@ -330,14 +328,22 @@ mod tests {
     #[test]
     fn a_flat_run_has_no_problems() {
         let cfg = SoakConfig::default();
-        let r = report(vec![s(0.0, 0, 5000, 100), s(150.0, 1, 6000, 100), s(300.0, 2, 9000, 100)]);
+        let r = report(vec![
+            s(0.0, 0, 5000, 100),
+            s(150.0, 1, 6000, 100),
+            s(300.0, 2, 9000, 100),
+        ]);
         assert_eq!(r.problems(&cfg), Vec::<String>::new());
     }
 
     #[test]
     fn growth_beyond_the_bound_and_extra_flows_are_reported() {
         let cfg = SoakConfig::default();
-        let r = report(vec![s(0.0, 0, 5000, 100), s(150.0, 1, 6000, 101), s(300.0, 2, 10_241, 100)]);
+        let r = report(vec![
+            s(0.0, 0, 5000, 100),
+            s(150.0, 1, 6000, 101),
+            s(300.0, 2, 10_241, 100),
+        ]);
         let problems = r.problems(&cfg);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("101 flows"), "{problems:?}");
@@ -353,8 +359,9 @@ mod tests {
     #[test]
     fn flags_override_defaults_and_are_checked() {
         let args = |a: &[&str]| Flags::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let cfg = SoakConfig::from_flags(&args(&["--duration-s", "600", "--outage-s", "20"]).unwrap())
-            .unwrap();
+        let cfg =
+            SoakConfig::from_flags(&args(&["--duration-s", "600", "--outage-s", "20"]).unwrap())
+                .unwrap();
         assert_eq!(cfg.duration, Duration::from_secs(600));
         assert_eq!(cfg.outage, Duration::from_secs(20));
         assert_eq!(cfg.connections, 100);

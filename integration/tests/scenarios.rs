@@ -85,7 +85,13 @@ const TICKS: u32 = 400;
 fn ticks_seen(screen: &str) -> Vec<u32> {
     screen
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("TICK-")?.strip_suffix("-OK")?.parse().ok())
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("TICK-")?
+                .strip_suffix("-OK")?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -119,10 +125,11 @@ fn ssh(bed: &Testbed) -> Result<Summary> {
     session.type_line("echo DURING-$((50+5))")?;
     let ticks_at_cut = ticks_seen(&session.screen()).len();
     let outage = outage.end_after(outage_length())?;
-    let first_tick_after = poll("a new tick after the outage", long, |_| {
-        Ok((ticks_seen(&session.screen()).len() > ticks_at_cut + 1)
-            .then(|| outage.up_at.elapsed()))
-    })?;
+    let first_tick_after =
+        poll("a new tick after the outage", long, |_| {
+            Ok((ticks_seen(&session.screen()).len() > ticks_at_cut + 1)
+                .then(|| outage.up_at.elapsed()))
+        })?;
     session.wait_for("TICKS-42-DONE", Duration::from_secs(120))?;
     session.wait_for("DURING-55", long)?;
     let ticks = ticks_seen(&session.screen());
@@ -203,10 +210,15 @@ fn http(bed: &Testbed) -> Result<Summary> {
     let outage = bed.begin_outage(&ids)?;
     let at_cut = download.received();
     let outage = outage.end_after(outage_length())?;
-    let first_byte_after = poll("download progress after the outage", Duration::from_secs(20), |_| {
-        Ok((download.received() > at_cut).then(|| outage.up_at.elapsed()))
-    })?;
-    progress("8 MB more after the outage", download.received() + (8 << 20))?;
+    let first_byte_after = poll(
+        "download progress after the outage",
+        Duration::from_secs(20),
+        |_| Ok((download.received() > at_cut).then(|| outage.up_at.elapsed())),
+    )?;
+    progress(
+        "8 MB more after the outage",
+        download.received() + (8 << 20),
+    )?;
     let moved = bed.move_client(&ids)?;
     let at_move = download.received();
     ensure(at_move < FILE_SIZE && download.running(), || {
@@ -248,8 +260,12 @@ fn redis(bed: &Testbed) -> Result<Summary> {
     let mut raw = vec![0u8; 32 << 10];
     netns_tests::stream::Pattern::new(5).fill(&mut raw);
     let big = netns_tests::stream::hex(&raw);
-    ensure(cli.ask(&format!("SET big {big}"), t)? == "OK", || "SET big".into())?;
-    ensure(cli.ask("SET counter 0", t)? == "OK", || "SET counter".into())?;
+    ensure(cli.ask(&format!("SET big {big}"), t)? == "OK", || {
+        "SET big".into()
+    })?;
+    ensure(cli.ask("SET counter 0", t)? == "OK", || {
+        "SET counter".into()
+    })?;
 
     let after_outage = redis.blpop(client, "rk:after-outage")?;
     let after_move = redis.blpop(client, "rk:after-move")?;
@@ -264,17 +280,25 @@ fn redis(bed: &Testbed) -> Result<Summary> {
     // A command in flight while the path is down: plain TCP would give up on it within seconds.
     cli.send("INCR counter")?;
     let outage = outage.end_after(outage_length())?;
-    ensure(cli.reply(t)? == "1", || "INCR sent during the outage".into())?;
+    ensure(cli.reply(t)? == "1", || {
+        "INCR sent during the outage".into()
+    })?;
     let pushed = Instant::now();
     redis.local(server, &["RPUSH", "rk:after-outage", "value-after-outage"])?;
     let value = after_outage.value(t)?;
     let pop_latency = pushed.elapsed();
-    ensure(value == "value-after-outage", || format!("BLPOP got {value:?}"))?;
+    ensure(value == "value-after-outage", || {
+        format!("BLPOP got {value:?}")
+    })?;
     ensure(cli.ask("CLIENT ID", t)? == my_id, || {
         "the long-lived connection has a new client id after the outage".into()
     })?;
-    ensure(cli.ask("GET big", t)? == big, || "GET big after the outage".into())?;
-    ensure(cli.ask("INCR counter", t)? == "2", || "INCR after the outage".into())?;
+    ensure(cli.ask("GET big", t)? == big, || {
+        "GET big after the outage".into()
+    })?;
+    ensure(cli.ask("INCR counter", t)? == "2", || {
+        "INCR after the outage".into()
+    })?;
 
     // The first blocked client is gone; the others move with the client.
     let remaining = [
@@ -282,19 +306,28 @@ fn redis(bed: &Testbed) -> Result<Summary> {
         bed.client_conn_of_pid(after_move.pid(), REDIS_PORT)?,
     ];
     let moved = bed.move_client(&remaining)?;
-    ensure(after_move.waiting(), || "the second BLPOP ended before its push".into())?;
+    ensure(after_move.waiting(), || {
+        "the second BLPOP ended before its push".into()
+    })?;
     redis.local(server, &["RPUSH", "rk:after-move", "value-after-move"])?;
     let value = after_move.value(t)?;
-    ensure(value == "value-after-move", || format!("BLPOP got {value:?}"))?;
+    ensure(value == "value-after-move", || {
+        format!("BLPOP got {value:?}")
+    })?;
     ensure(cli.ask("CLIENT ID", t)? == my_id, || {
         "the long-lived connection has a new client id after the move".into()
     })?;
-    ensure(cli.ask("GET big", t)? == big, || "GET big after the move".into())?;
-    ensure(cli.ask("INCR counter", t)? == "3", || "INCR after the move".into())?;
-    let log = redis.log();
-    ensure(!log.contains("Client closed connection") && !log.contains("Connection reset"), || {
-        format!("redis-server logged a lost client:\n{log}")
+    ensure(cli.ask("GET big", t)? == big, || {
+        "GET big after the move".into()
     })?;
+    ensure(cli.ask("INCR counter", t)? == "3", || {
+        "INCR after the move".into()
+    })?;
+    let log = redis.log();
+    ensure(
+        !log.contains("Client closed connection") && !log.contains("Connection reset"),
+        || format!("redis-server logged a lost client:\n{log}"),
+    )?;
     Ok(format!(
         "{}; BLPOP answered {:.0} ms after the push",
         faults(&outage, &moved),
@@ -314,13 +347,21 @@ const IPERF_TAIL: Duration = Duration::from_secs(15);
 fn check_iperf(name: &str, r: &IperfReport, after_move_s: f64) -> Result<String> {
     ensure(r.error.is_none(), || format!("{name}: error {:?}", r.error))?;
     ensure(r.bytes_sent > 0 && r.bytes_received > 0, || {
-        format!("{name}: counted {} sent, {} received", r.bytes_sent, r.bytes_received)
+        format!(
+            "{name}: counted {} sent, {} received",
+            r.bytes_sent, r.bytes_received
+        )
     })?;
     // What the sender wrote in the last moments may still be in flight when iperf3 stops
     // counting; anything beyond a few megabytes would be lost data.
     ensure(
         r.bytes_received <= r.bytes_sent && r.bytes_sent - r.bytes_received <= 8 << 20,
-        || format!("{name}: sent {} but received {}", r.bytes_sent, r.bytes_received),
+        || {
+            format!(
+                "{name}: sent {} but received {}",
+                r.bytes_sent, r.bytes_received
+            )
+        },
     )?;
     let after_move: u64 = r
         .intervals
@@ -328,7 +369,9 @@ fn check_iperf(name: &str, r: &IperfReport, after_move_s: f64) -> Result<String>
         .filter(|i| i.start >= after_move_s)
         .map(|i| i.bytes)
         .sum();
-    ensure(after_move > 0, || format!("{name}: nothing moved after the address change"))?;
+    ensure(after_move > 0, || {
+        format!("{name}: nothing moved after the address change")
+    })?;
     Ok(format!(
         "{name} {} MB sent, {} MB received, {} MB after the move",
         r.bytes_sent >> 20,
@@ -416,7 +459,10 @@ const SCENARIOS: [(&str, Scenario); 5] = [
 #[test]
 fn real_programs_survive_a_60_s_outage_and_an_address_change() {
     let only = std::env::var("RACKD_SCENARIOS").ok();
-    let chosen = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == name));
+    let chosen = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == name))
+    };
     let started = Instant::now();
     let runs: Vec<_> = SCENARIOS
         .iter()

@@ -82,8 +82,7 @@ fn run(args: &[String]) -> Result<(), String> {
 /// A thousand connections need more descriptors than the usual soft limit of 1,024.
 fn raise_fd_limit(connections: usize) -> Result<(), String> {
     let need = connections as u64 + 64;
-    let (soft, hard) =
-        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
     if soft >= need {
         return Ok(());
     }

@@ -113,7 +113,10 @@ impl Download {
             .command("curl")
             .args(["--silent", "--show-error", "--fail", "--output"])
             .arg(output)
-            .args(["--write-out", "%{http_code} %{size_download} %{time_total}\\n"])
+            .args([
+                "--write-out",
+                "%{http_code} %{size_download} %{time_total}\\n",
+            ])
             .arg(url)
             .spawn()?;
         Ok(Download {

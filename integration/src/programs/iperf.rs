@@ -76,8 +76,19 @@ impl IperfRun {
     ) -> Result<IperfRun> {
         let mut command = client
             .command("iperf3")
-            .args(["-c", &server.addr.to_string(), "-p", &server.port.to_string()])
-            .args(["-t", &seconds.to_string(), "-b", &bits_per_s.to_string(), "-J"]);
+            .args([
+                "-c",
+                &server.addr.to_string(),
+                "-p",
+                &server.port.to_string(),
+            ])
+            .args([
+                "-t",
+                &seconds.to_string(),
+                "-b",
+                &bits_per_s.to_string(),
+                "-J",
+            ]);
         if reverse {
             command = command.arg("-R");
         }
@@ -94,7 +105,10 @@ impl IperfRun {
         let json: serde_json::Value = serde_json::from_str(&out.stdout).map_err(|e| {
             ScenarioError::program(
                 name,
-                format!("no JSON report ({e}); exit {}; stderr {}", out.status, out.stderr),
+                format!(
+                    "no JSON report ({e}); exit {}; stderr {}",
+                    out.status, out.stderr
+                ),
             )
         })?;
         let mut report = parse_report(&json)
@@ -142,10 +156,17 @@ mod tests {
         .unwrap();
         let r = parse_report(&json).unwrap();
         assert_eq!((r.bytes_sent, r.bytes_received, r.error), (100, 90, None));
-        assert_eq!(r.intervals[1], Interval { start: 1.0, bytes: 0 });
-        let failed: serde_json::Value =
-            serde_json::from_str(r#"{"intervals":[],"end":{},"error":"control socket has closed unexpectedly"}"#)
-                .unwrap();
+        assert_eq!(
+            r.intervals[1],
+            Interval {
+                start: 1.0,
+                bytes: 0
+            }
+        );
+        let failed: serde_json::Value = serde_json::from_str(
+            r#"{"intervals":[],"end":{},"error":"control socket has closed unexpectedly"}"#,
+        )
+        .unwrap();
         assert_eq!(
             parse_report(&failed).unwrap().error.as_deref(),
             Some("control socket has closed unexpectedly")

@@ -45,7 +45,8 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Writes the first `len` bytes of the test pattern for `seed` to `path`; returns their SHA-256.
 pub fn pattern_file(path: &Path, seed: u64, len: u64) -> Result<String> {
     use std::io::Write;
-    let file = std::fs::File::create(path).map_err(ScenarioError::io(format!("creating {path:?}")))?;
+    let file =
+        std::fs::File::create(path).map_err(ScenarioError::io(format!("creating {path:?}")))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     netns_tests::stream::generate(seed, len, |chunk| out.write_all(chunk))
         .and_then(|()| out.flush())

@@ -124,24 +124,34 @@ impl RedisCli {
     pub fn reply(&mut self, timeout: Duration) -> Result<String> {
         let want = self.consumed + 1;
         if want > self.sent {
-            return Err(ScenarioError::program("redis-cli", "no command awaits a reply"));
+            return Err(ScenarioError::program(
+                "redis-cli",
+                "no command awaits a reply",
+            ));
         }
-        let line = poll(&format!("redis-cli's reply number {want}"), timeout, |detail| {
-            let out = self.process.stdout();
-            // A reply is complete once its newline has arrived.
-            let complete: Vec<&str> = out.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();
-            if complete.len() >= want {
-                return Ok(Some(complete[want - 1].trim_end().to_owned()));
-            }
-            if let Some(status) = self.process.try_wait()? {
-                return Err(ScenarioError::program(
-                    "redis-cli",
-                    format!("exited ({status}); stderr: {}", self.process.stderr()),
-                ));
-            }
-            *detail = format!("{} reply lines so far", complete.len());
-            Ok(None)
-        })?;
+        let line = poll(
+            &format!("redis-cli's reply number {want}"),
+            timeout,
+            |detail| {
+                let out = self.process.stdout();
+                // A reply is complete once its newline has arrived.
+                let complete: Vec<&str> = out
+                    .split_inclusive('\n')
+                    .filter(|l| l.ends_with('\n'))
+                    .collect();
+                if complete.len() >= want {
+                    return Ok(Some(complete[want - 1].trim_end().to_owned()));
+                }
+                if let Some(status) = self.process.try_wait()? {
+                    return Err(ScenarioError::program(
+                        "redis-cli",
+                        format!("exited ({status}); stderr: {}", self.process.stderr()),
+                    ));
+                }
+                *detail = format!("{} reply lines so far", complete.len());
+                Ok(None)
+            },
+        )?;
         self.consumed = want;
         Ok(line)
     }

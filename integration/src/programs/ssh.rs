@@ -27,7 +27,16 @@ pub struct SshServer {
 
 fn keygen(path: &std::path::Path) -> Result<()> {
     let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "rackd-scenario", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "rackd-scenario",
+            "-f",
+        ])
         .arg(path)
         .output()
         .map_err(ScenarioError::io("running ssh-keygen"))?;
@@ -117,7 +126,10 @@ impl SshSession {
             .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
             .args(["-o", "StrictHostKeyChecking=no"])
             .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", server.known_hosts.display()))
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                server.known_hosts.display()
+            ))
             .args(["-p", &server.port.to_string()])
             .arg(format!("root@{}", server.addr))
             .arg("sh")
