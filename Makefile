@@ -9,7 +9,7 @@ DEB_PACKAGES := build-essential pkg-config libnftnl-dev libmnl-dev nftables ipro
                 socat busybox-static conntrack procps kmod systemd \
                 openssh-server openssh-client nginx-light curl redis-server redis-tools
 
-.PHONY: all deps build lint test test-unit bench demo fmt clean install uninstall
+.PHONY: all deps build lint test test-unit bench demo fmt clean install uninstall deb soak
 
 all: build
 
@@ -69,6 +69,19 @@ install:
 	PREFIX="$(or $(PREFIX),/usr/local)" DESTDIR="$(DESTDIR)" \
 	  BINDIR_SRC="$(or $(BINDIR_SRC),$(or $(CARGO_TARGET_DIR),target)/release)" \
 	  bash packaging/install.sh install
+
+# Soak run, not in CI (root; an hour by default): 100 connections, an outage every 2 minutes,
+# RSS and flow tables sampled (docs/scenarios.md). SOAK_ARGS="--duration-s 600" for a short one.
+soak: deps
+	bash scripts/soak.sh $(SOAK_ARGS)
+
+# A Debian package in target/deb (OUT=DIR elsewhere) holding what `make install PREFIX=/usr`
+# installs; BINDIR_SRC as for install.
+deb:
+	@if [ -z "$(BINDIR_SRC)" ]; then $(CARGO) build --release $(LOCKED) -p rackd -p rackctl; fi
+	@BINDIR_SRC="$(or $(BINDIR_SRC),$(or $(CARGO_TARGET_DIR),target)/release)" \
+	  OUT="$(or $(OUT),$(or $(CARGO_TARGET_DIR),target)/deb)" COMPRESS="$(COMPRESS)" \
+	  bash packaging/deb.sh
 
 # Removes what install installed; keeps an edited /etc/rackd/rackd.toml and the rackd group.
 uninstall:

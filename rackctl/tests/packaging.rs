@@ -400,3 +400,74 @@ fn another_prefix_moves_binaries_and_unit_and_points_the_unit_at_it() {
     make("uninstall", &[("DESTDIR", dest.path()), ("PREFIX", prefix)]);
     assert_eq!(tree(dest.path()), BTreeSet::new());
 }
+
+#[test]
+fn make_deb_builds_a_package_of_what_install_installs() {
+    let bins = rackd_bin().parent().unwrap().to_path_buf();
+    let out = tempfile::tempdir().unwrap();
+    let said = make(
+        "deb",
+        &[
+            ("BINDIR_SRC", bins.as_path()),
+            ("OUT", out.path()),
+            // Compressing 100 MB of debug binaries would take most of the test's time.
+            ("COMPRESS", Path::new("none")),
+        ],
+    );
+    let deb = PathBuf::from(said.trim());
+    assert!(
+        deb.starts_with(out.path()) && deb.is_file(),
+        "make deb said {said:?}"
+    );
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        o
+    };
+    let field = |name: &str| {
+        let o = ok(tool("dpkg-deb", &["--field", deb.to_str().unwrap(), name]));
+        text(&o.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "rackd");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert!(field("Depends").contains("nftables"));
+    let root = tempfile::tempdir().unwrap();
+    ok(tool(
+        "dpkg-deb",
+        &["-x", deb.to_str().unwrap(), root.path().to_str().unwrap()],
+    ));
+    assert_eq!(
+        tree(root.path()),
+        staged(&[
+            "755 usr/sbin/rackd",
+            "755 usr/bin/rackctl",
+            "644 usr/lib/systemd/system/rackd.service",
+            "644 usr/lib/sysusers.d/rackd.conf",
+            "644 usr/share/man/man1/rackctl.1",
+            "644 usr/share/bash-completion/completions/rackctl",
+            "644 usr/share/zsh/site-functions/_rackctl",
+            "644 usr/share/fish/vendor_completions.d/rackctl.fish",
+            "644 etc/rackd/rackd.toml",
+        ])
+    );
+    let unit = read(&root.path().join("usr/lib/systemd/system/rackd.service"));
+    assert!(unit.contains("\nExecStart=/usr/sbin/rackd\n"), "{unit}");
+    // The configuration is a conffile (an admin's edits survive upgrades), and the maintainer
+    // scripts are valid shell.
+    let control = tempfile::tempdir().unwrap();
+    ok(tool(
+        "dpkg-deb",
+        &[
+            "-e",
+            deb.to_str().unwrap(),
+            control.path().to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        read(&control.path().join("conffiles")),
+        "/etc/rackd/rackd.toml\n"
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = control.path().join(script);
+        ok(tool("sh", &["-n", path.to_str().unwrap()]));
+    }
+}
