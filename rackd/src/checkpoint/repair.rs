@@ -47,6 +47,9 @@ const TCP_ESTABLISHED: u8 = 1;
 /// buffer per call, which large sizes cannot get.
 const REFILL_CHUNK: usize = 64 * 1024;
 
+/// Largest value `TCP_MAXSEG` accepts (`MAX_TCP_WINDOW`).
+const MAX_USER_MSS: u32 = 32767;
+
 /// `struct tcp_repair_opt`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -379,6 +382,11 @@ impl Prepared {
         // starts at the first unread byte: refilling the queue advances it to rcv_nxt.
         set_queue_seq(fd, TCP_RECV_QUEUE, image.rcv_copied)?;
         set_queue_seq(fd, TCP_SEND_QUEUE, image.snd_una)?;
+        // The segment size is fixed at connect (from the clamp, default 536): clamp it to the
+        // negotiated one first, or the socket would send 524-byte segments for ever.
+        // (TCP_MAXSEG takes at most MAX_TCP_WINDOW; loopback's clamp is larger.)
+        let mss = image.negotiated.mss.min(MAX_USER_MSS) as libc::c_int;
+        set_int(fd, libc::SOL_TCP, libc::TCP_MAXSEG, mss).map_err(kernel("TCP_MAXSEG"))?;
         connect(fd, remote).map_err(kernel("connect in repair mode"))?;
         set_options(fd, &image.negotiated)?;
         if image.negotiated.timestamps {
