@@ -573,86 +573,40 @@ fn an_expired_reconnection_window_resets_both_applications() {
 
 /// The common stateful ruleset on `host`: inbound only established/related traffic, loopback,
 /// ICMP, the test service and rackd's daemon channel (UDP 7113); invalid packets dropped both
-/// ways, with counters.
+/// ways. Every drop rule counts, under the name in its comment.
 fn stateful_firewall(host: &Host) {
-    let port = PORT.to_string();
-    let rules: [&[&str]; 11] = [
-        &["add", "table", "inet", "fw"],
-        &[
-            "add",
-            "chain",
-            "inet",
-            "fw",
-            "input",
-            "{ type filter hook input priority filter; policy drop; }",
-        ],
-        &[
-            "add", "rule", "inet", "fw", "input", "ct", "state", "invalid", "counter", "drop",
-        ],
-        &[
-            "add",
-            "rule",
-            "inet",
-            "fw",
-            "input",
-            "ct",
-            "state",
-            "established,related",
-            "accept",
-        ],
-        &["add", "rule", "inet", "fw", "input", "iif", "lo", "accept"],
-        &[
-            "add",
-            "rule",
-            "inet",
-            "fw",
-            "input",
-            "meta",
-            "l4proto",
-            "{ icmp, ipv6-icmp }",
-            "accept",
-        ],
-        &[
-            "add", "rule", "inet", "fw", "input", "tcp", "dport", &port, "accept",
-        ],
-        &[
-            "add", "rule", "inet", "fw", "input", "udp", "dport", "7113", "accept",
-        ],
-        &[
-            "add",
-            "chain",
-            "inet",
-            "fw",
-            "output",
-            "{ type filter hook output priority filter; policy accept; }",
-        ],
-        &[
-            "add", "rule", "inet", "fw", "output", "ct", "state", "invalid", "counter", "drop",
-        ],
-        &["add", "rule", "inet", "fw", "output", "accept"],
+    let rules = [
+        "add table inet fw".to_owned(),
+        "add chain inet fw input { type filter hook input priority filter; }".to_owned(),
+        "add rule inet fw input ct state invalid counter drop comment \"invalid-in\"".to_owned(),
+        "add rule inet fw input ct state established,related accept".to_owned(),
+        "add rule inet fw input iif lo accept".to_owned(),
+        "add rule inet fw input meta l4proto { icmp, ipv6-icmp } accept".to_owned(),
+        format!("add rule inet fw input tcp dport {PORT} accept"),
+        "add rule inet fw input udp dport 7113 accept".to_owned(),
+        "add rule inet fw input counter drop comment \"other-in\"".to_owned(),
+        "add chain inet fw output { type filter hook output priority filter; }".to_owned(),
+        "add rule inet fw output ct state invalid counter drop comment \"invalid-out\"".to_owned(),
     ];
     for rule in rules {
-        host.run("nft", rule).unwrap();
+        host.run("nft", [rule]).unwrap();
     }
 }
 
-/// Packets the firewall of `host` dropped as invalid (input, output).
-fn invalid_drops(host: &Host) -> String {
+/// What the firewall of `host` dropped: `name=packets` for each counting rule.
+fn firewall_drops(host: &Host) -> String {
     let out = host
         .run("nft", ["list", "table", "inet", "fw"])
         .unwrap()
         .stdout;
     out.lines()
-        .filter(|l| l.contains("invalid"))
         .filter_map(|l| {
-            l.split("packets ")
-                .nth(1)?
-                .split_whitespace()
-                .next()
-                .map(str::to_owned)
+            let packets = l.split("packets ").nth(1)?.split_whitespace().next()?;
+            let name = l.split("comment \"").nth(1)?.trim_end_matches('"');
+            Some(format!("{name}={packets}"))
         })
         .collect::<Vec<_>>()
-        .join("/")
+        .join(" ")
 }
 
 fn through_a_firewall(family: Family) {
@@ -698,16 +652,16 @@ fn through_a_firewall(family: Family) {
         },
     );
     let report = run.wait().unwrap();
-    let drops = ["client", "server"].map(|h| format!("{h} {}", invalid_drops(topo.host(h))));
+    let drops = ["client", "server"].map(|h| format!("{h}: {}", firewall_drops(topo.host(h))));
     assert_intact(
         family,
-        &format!("behind stateful firewalls (invalid drops in/out: {drops:?})"),
+        &format!("behind stateful firewalls (drops {drops:?})"),
         &report,
         &pair,
     );
     eprintln!(
         "{}: behind ct-state firewalls a {} s outage and a client move to {new} survived; data \
-         flowing {} after the path returned; invalid drops in/out: {drops:?}",
+         flowing {} after the path returned; firewall drops {drops:?}",
         family_name(family),
         OUTAGE.as_secs(),
         millis(flowing)
