@@ -11,6 +11,7 @@
 use crate::crypto::{labels, Mac, SecretKey, PUBLIC_KEY_LEN};
 use crate::fixed;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use thiserror::Error;
 
 /// The frame format version this crate writes and accepts.
@@ -199,6 +200,21 @@ pub enum Message {
         port: u16,
         mac: Mac,
     },
+    /// Client daemon → server daemon when the SYN-ACK came back without the rackd option
+    /// (stripped on the path, or no rackd there): "the connection `client` → `server` has a
+    /// rackd at this end, with this token". A rackd at the server answers [`Message::ProbeAck`];
+    /// then initialisation goes on as after an echoed option.
+    Probe {
+        token: u32,
+        client: SocketAddr,
+        server: SocketAddr,
+    },
+    /// The server daemon's answer: the connection's id (client token, server token).
+    ProbeAck {
+        conn_id: ConnId,
+        client: SocketAddr,
+        server: SocketAddr,
+    },
 }
 
 /// Which step of a move a [`Message::Migrate`] reports.
@@ -215,7 +231,7 @@ pub enum MigrateStep {
 }
 
 /// Number of [`Message`] variants; a body starting with a higher tag is a newer message.
-const MESSAGE_VARIANTS: u8 = 10;
+const MESSAGE_VARIANTS: u8 = 12;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

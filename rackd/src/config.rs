@@ -100,6 +100,9 @@ pub struct PeerConfig {
     /// UDP port of the daemon channel (initialisation and heartbeats between daemons). TCP
     /// connections to or from it are never intercepted either.
     pub port: u16,
+    /// When a SYN-ACK comes back without the rackd option (a middlebox stripped it, or no rackd
+    /// there), ask the server's daemon over the daemon channel before releasing.
+    pub fallback: bool,
 }
 
 /// The checkpoint hook (docs/checkpoint.md).
@@ -194,7 +197,10 @@ impl Default for ControlConfig {
 
 impl Default for PeerConfig {
     fn default() -> Self {
-        Self { port: 7113 }
+        Self {
+            port: 7113,
+            fallback: true,
+        }
     }
 }
 

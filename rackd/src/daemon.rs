@@ -487,6 +487,7 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         detect_after: cfg.monitor.detect_after(),
         reconnect_window: Duration::from_secs(cfg.reconnect.window_s),
         peer_port: cfg.peer.port,
+        fallback: cfg.peer.fallback,
         beat_base: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64),

@@ -66,6 +66,16 @@ pub(crate) fn samples() -> Vec<Message> {
             port: 65535,
             mac: [3; 16],
         },
+        Message::Probe {
+            token: u32::MAX,
+            client: "[2001:db8::1]:65535".parse().unwrap(),
+            server: "[2001:db8::2]:443".parse().unwrap(),
+        },
+        Message::ProbeAck {
+            conn_id: id,
+            client: "192.0.2.1:40000".parse().unwrap(),
+            server: "198.51.100.2:80".parse().unwrap(),
+        },
     ]
 }
 
@@ -179,8 +189,8 @@ fn header_and_body_errors() {
         Err(FrameError::UnsupportedVersion(9))
     );
     assert_eq!(
-        Message::decode(&[0, 2, 1, 10]),
-        Err(FrameError::UnknownMessage(10))
+        Message::decode(&[0, 2, 1, 12]),
+        Err(FrameError::UnknownMessage(12))
     );
     assert_eq!(
         Message::decode(&[0, 2, 1, 0x7F]),

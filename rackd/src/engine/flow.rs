@@ -124,6 +124,14 @@ pub enum Init {
         next_send: Instant,
         interval: std::time::Duration,
     },
+    /// Client side: the SYN-ACK came without the option; asking the server's daemon whether it
+    /// is there (`Probe`, resent until `until`).
+    Probing {
+        frame: Vec<u8>,
+        next_send: Instant,
+        interval: std::time::Duration,
+        until: Instant,
+    },
     /// Server side: waiting for the client's `Init`.
     Awaiting,
     /// Done; the server keeps its answer to repeat it when an `Init` arrives again (the first

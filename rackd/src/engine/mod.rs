@@ -41,6 +41,10 @@ pub const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// First retransmission interval of an unanswered `Init`; doubles up to [`INIT_RETRY_MAX`].
 const INIT_RETRY: Duration = Duration::from_millis(200);
 const INIT_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long a client's rackd probes for the server's when the option did not come back, and
+/// how long a server's rackd remembers a SYN without the option for such a probe.
+const PROBE_LIMIT: Duration = Duration::from_millis(1500);
+const PROBE_WAIT: Duration = Duration::from_secs(3);
 /// A flow whose socket is missing from the socket table this long after its SYN is gone.
 const SOCKET_GRACE: Duration = Duration::from_secs(3);
 /// Flow table scan period while something is pending (negotiation, suspension).
@@ -70,6 +74,8 @@ pub struct EngineConfig {
     pub reconnect_window: Duration,
     /// UDP port of the peers' daemon channel.
     pub peer_port: u16,
+    /// Probe the peer's daemon when the SYN-ACK lacks the option (see `Message::Probe`).
+    pub fallback: bool,
     /// First heartbeat number (see `Peer::new`): the daemon starts from the wall clock in
     /// microseconds, which only grows from one run to the next.
     pub beat_base: u64,
@@ -82,6 +88,7 @@ impl Default for EngineConfig {
             detect_after: Duration::from_millis(4000),
             reconnect_window: Duration::from_secs(3 * 24 * 3600),
             peer_port: 7113,
+            fallback: true,
             beat_base: 0,
         }
     }
@@ -335,11 +342,44 @@ impl Engine {
         if flow.role != Role::Client {
             return;
         }
+        flow.isn_peer = Some(syn.seq);
         let Some(token_peer) = syn.hello else {
-            self.release(syn.key);
+            if !self.cfg.fallback {
+                self.release(syn.key);
+                return;
+            }
+            // Stripped on the path, or no rackd there: ask its daemon.
+            let frame = Message::Probe {
+                token: token_local,
+                client: syn.key.local,
+                server: syn.key.remote,
+            }
+            .encode();
+            flow.init = Init::Probing {
+                frame: frame.clone(),
+                next_send: now + INIT_RETRY,
+                interval: INIT_RETRY,
+                until: now + PROBE_LIMIT,
+            };
+            self.actions.push_back(Action::Send {
+                to: SocketAddr::new(syn.key.remote.ip(), self.cfg.peer_port),
+                from: syn.key.local.ip(),
+                datagram: frame,
+            });
+            self.wake(now + INIT_RETRY);
             return;
         };
-        flow.isn_peer = Some(syn.seq);
+        self.start_init(now, syn.key, token_peer);
+    }
+
+    /// The client knows the server's token (echoed option, or answered probe): `Init`.
+    fn start_init(&mut self, now: Instant, key: FlowKey, token_peer: u32) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let State::Negotiating { token_local, .. } = flow.state else {
+            return;
+        };
         flow.set_state(
             State::Negotiating {
                 token_local,
@@ -353,30 +393,33 @@ impl Engine {
         match Initiator::start(self.rng.as_mut(), Some(conn_id), &self.params) {
             Ok((initiator, msg)) => {
                 let frame = Message::Init(msg).encode();
-                let to = SocketAddr::new(syn.key.remote.ip(), self.cfg.peer_port);
+                let to = SocketAddr::new(key.remote.ip(), self.cfg.peer_port);
                 flow.init = Init::Sent {
                     initiator: Box::new(initiator),
                     frame: frame.clone(),
                     next_send: now + INIT_RETRY,
                     interval: INIT_RETRY,
                 };
-                self.by_conn.insert(conn_id, syn.key);
+                self.by_conn.insert(conn_id, key);
                 self.actions.push_back(Action::Send {
                     to,
-                    from: syn.key.local.ip(),
+                    from: key.local.ip(),
                     datagram: frame,
                 });
             }
             Err(e) => {
-                tracing::warn!(flow = %syn.key, "cannot start initialisation: {e}");
+                tracing::warn!(flow = %key, "cannot start initialisation: {e}");
                 self.counters.init_failures += 1;
-                self.release(syn.key);
+                self.release(key);
             }
         }
     }
 
     fn server_syn(&mut self, now: Instant, syn: SynSeen) {
-        let Some(token_peer) = syn.hello else { return };
+        let Some(token_peer) = syn.hello else {
+            self.server_syn_without_option(now, syn);
+            return;
+        };
         if let Some(flow) = self.flows.get(&syn.key) {
             // A retransmitted SYN with the same token changes nothing; a different token means
             // the client gave up on the old attempt and this is a new connection.
@@ -412,6 +455,91 @@ impl Engine {
         self.insert(now, flow);
     }
 
+    /// A SYN without the option: remembered for a while in case the client's rackd probes
+    /// (the option was stripped on the path), released otherwise.
+    fn server_syn_without_option(&mut self, now: Instant, syn: SynSeen) {
+        if !self.cfg.fallback || self.flows.contains_key(&syn.key) {
+            return;
+        }
+        if self.negotiating >= MAX_NEGOTIATING {
+            self.counters.not_offered += 1;
+            return;
+        }
+        let state = State::Negotiating {
+            token_local: self.tokens.next(),
+            token_peer: None,
+        };
+        let mut flow = Flow::new(syn.key, Role::Server, state, now);
+        flow.isn_peer = Some(syn.seq);
+        self.insert(now, flow);
+    }
+
+    /// A client's rackd asks whether this end has one (its option did not arrive).
+    fn on_probe(&mut self, now: Instant, from: SocketAddr, token: u32, key: FlowKey) {
+        let Some(flow) = self.flows.get_mut(&key) else {
+            self.counters.bad_datagrams += 1;
+            return;
+        };
+        // Only from the connection's peer, like `Init`.
+        if flow.role != Role::Server || from.ip() != flow.wire.remote.ip() {
+            self.counters.bad_datagrams += 1;
+            return;
+        }
+        let State::Negotiating {
+            token_local,
+            token_peer,
+        } = flow.state
+        else {
+            return;
+        };
+        match token_peer {
+            None if matches!(flow.init, Init::Idle) => {
+                flow.set_state(
+                    State::Negotiating {
+                        token_local,
+                        token_peer: Some(token),
+                    },
+                    now,
+                );
+                flow.init = Init::Awaiting;
+            }
+            Some(t) if t == token => {} // our answer was lost
+            _ => return,
+        }
+        let Some(conn_id) = flow.conn_id() else {
+            return;
+        };
+        tracing::debug!(flow = %key, id = %conn_id, "probed: the option was stripped on the path");
+        self.by_conn.insert(conn_id, key);
+        let datagram = Message::ProbeAck {
+            conn_id,
+            client: key.remote,
+            server: key.local,
+        }
+        .encode();
+        self.actions.push_back(Action::Send {
+            to: SocketAddr::new(from.ip(), self.cfg.peer_port),
+            from: key.local.ip(),
+            datagram,
+        });
+    }
+
+    /// The server's rackd answered our probe.
+    fn on_probe_ack(&mut self, now: Instant, from: SocketAddr, conn_id: ConnId, key: FlowKey) {
+        let Some(flow) = self.flows.get(&key) else {
+            return;
+        };
+        let probing = matches!(flow.init, Init::Probing { .. })
+            && matches!(flow.state, State::Negotiating { token_local, token_peer: None }
+                if (conn_id.0 >> 32) as u32 == token_local);
+        if !probing || flow.role != Role::Client || from.ip() != key.remote.ip() {
+            self.counters.bad_datagrams += 1;
+            return;
+        }
+        tracing::debug!(flow = %key, id = %conn_id, "the server's rackd answered the probe");
+        self.start_init(now, key, conn_id.0 as u32);
+    }
+
     fn server_syn_ack(&mut self, now: Instant, syn: SynSeen) -> SynVerdict {
         let reused = self.flows.get(&syn.key).and_then(|f| match f.state {
             State::Negotiating { .. } => None,
@@ -439,10 +567,14 @@ impl Engine {
                 },
             ) => {
                 flow.isn_local = Some(syn.seq);
-                let State::Negotiating { token_local, .. } = flow.state else {
-                    unreachable!()
-                };
-                SynVerdict::AddHello { token: token_local }
+                match flow.state {
+                    // Echo the option only to a client that sent it.
+                    State::Negotiating {
+                        token_local,
+                        token_peer: Some(_),
+                    } => SynVerdict::AddHello { token: token_local },
+                    _ => SynVerdict::Pass,
+                }
             }
             _ => SynVerdict::Pass,
         }
@@ -474,6 +606,28 @@ impl Engine {
             Message::InitAck(ack) => self.on_init_ack(now, from, &ack),
             Message::Heartbeat { conn_id, .. } => self.on_heartbeat(now, from, conn_id, &msg),
             Message::Migrate { .. } => self.on_migrate(now, from, &msg),
+            Message::Probe {
+                token,
+                client,
+                server,
+            } => {
+                let key = FlowKey {
+                    local: server,
+                    remote: client,
+                };
+                self.on_probe(now, from, token, key)
+            }
+            Message::ProbeAck {
+                conn_id,
+                client,
+                server,
+            } => {
+                let key = FlowKey {
+                    local: client,
+                    remote: server,
+                };
+                self.on_probe_ack(now, from, conn_id, key)
+            }
             other => {
                 self.counters.bad_datagrams += 1;
                 tracing::debug!(%from, ?other, "unexpected message");
@@ -1091,6 +1245,7 @@ impl Engine {
         let mut gave_up = Vec::new();
         let mut resend = Vec::new();
         let mut ended = Vec::new();
+        let mut plain = Vec::new();
         let mut next = now + SCAN_IDLE;
         for (key, flow) in &mut self.flows {
             if let (Some(r), Some(hold)) = (&mut flow.resync, &flow.hold) {
@@ -1104,13 +1259,33 @@ impl Engine {
                 next = next.min(r.next_send);
             }
             match flow.state {
-                State::Negotiating { .. } => {
+                State::Negotiating { token_peer, .. } => {
                     busy = true;
                     if flow.created + NEGOTIATE_TIMEOUT <= now {
                         timed_out.push(*key);
                         continue;
                     }
+                    let unprobed = match flow.init {
+                        Init::Probing { until, .. } => until <= now,
+                        // A server flow of a SYN without the option nobody asked about.
+                        Init::Idle => {
+                            flow.role == Role::Server
+                                && token_peer.is_none()
+                                && flow.created + PROBE_WAIT <= now
+                        }
+                        _ => false,
+                    };
+                    if unprobed {
+                        plain.push(*key);
+                        continue;
+                    }
                     if let Init::Sent {
+                        frame,
+                        next_send,
+                        interval,
+                        ..
+                    }
+                    | Init::Probing {
                         frame,
                         next_send,
                         interval,
@@ -1157,6 +1332,9 @@ impl Engine {
         }
         for key in ended {
             self.close(key);
+        }
+        for key in plain {
+            self.release(key);
         }
         for (key, packet) in resend {
             self.inject(key, packet);

@@ -27,6 +27,7 @@ fn cfg() -> EngineConfig {
         detect_after: Duration::from_millis(1500),
         reconnect_window: Duration::from_secs(600),
         peer_port: 7113,
+        fallback: true,
         beat_base: 0,
     }
 }
@@ -248,29 +249,95 @@ fn lost_init_is_resent_and_lost_init_ack_is_answered_again() {
 fn peer_without_rackd_is_released_and_forgotten() {
     let mut net = Net::new();
     net.handshake(false, false);
-    assert_eq!(
-        drain(&mut net.c),
-        [Action::Released {
-            key: key_at_client()
-        }]
+    // First the server's daemon is asked (the option may have been stripped on the path).
+    let probe = drain(&mut net.c);
+    assert!(
+        matches!(&probe[..], [Action::Send { to, .. }] if to.ip() == key_at_client().remote.ip()),
+        "{probe:?}"
     );
+    net.c
+        .handle_timeout(net.now + PROBE_LIMIT - Duration::from_millis(10));
+    assert_eq!(net.state(false), "negotiating");
+    // Released at the first scan after the limit (scans run every SCAN_BUSY meanwhile).
+    net.c.handle_timeout(net.now + PROBE_LIMIT + SCAN_BUSY);
+    let actions = drain(&mut net.c);
+    assert!(actions.contains(&Action::Released {
+        key: key_at_client()
+    }));
     assert!(net.c.flow(&key_at_client()).is_none());
     assert_eq!(net.c.counters.released, 1);
     assert_eq!(net.c.state_counts()[4], 1);
 }
 
 #[test]
-fn stripped_option_releases_the_client_and_the_server_gives_up_later() {
+fn without_fallback_a_peer_without_rackd_is_released_at_once() {
     let mut net = Net::new();
-    net.handshake(true, true);
+    net.c = Engine::new(
+        1,
+        Box::new(DeterministicEntropy::new(1)),
+        EngineConfig {
+            fallback: false,
+            ..cfg()
+        },
+    );
+    net.handshake(false, false);
     assert_eq!(
         drain(&mut net.c),
         [Action::Released {
             key: key_at_client()
         }]
     );
+}
+
+#[test]
+fn a_stripped_option_is_recovered_by_probing_the_servers_rackd() {
+    let mut net = Net::new();
+    net.handshake(true, true);
+    net.settle();
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("connected", "connected")
+    );
+    let (cf, sf) = (
+        net.c.flow(&key_at_client()).unwrap(),
+        net.s.flow(&key_at_server()).unwrap(),
+    );
+    assert_eq!(cf.id_hex(), sf.id_hex());
+    assert_eq!(
+        cf.session.as_ref().unwrap().key_id(),
+        sf.session.as_ref().unwrap().key_id()
+    );
+    assert_eq!(
+        (cf.isn_local, cf.isn_peer),
+        (Some(CLIENT_ISN), Some(SERVER_ISN))
+    );
+    assert_eq!(
+        (sf.isn_local, sf.isn_peer),
+        (Some(SERVER_ISN), Some(CLIENT_ISN))
+    );
+    // Monitored like any other: a cut suspends both ends.
+    net.c_to_s = false;
+    net.s_to_c = false;
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        (net.state(false), net.state(true)),
+        ("suspended", "suspended")
+    );
+}
+
+#[test]
+fn a_probe_is_answered_only_from_the_connections_peer() {
+    let mut net = Net::new();
+    net.handshake(true, true);
+    let probe = drain(&mut net.c);
+    let [Action::Send { datagram, .. }] = &probe[..] else {
+        panic!("{probe:?}")
+    };
+    let third: SocketAddr = "203.0.113.7:7113".parse().unwrap();
+    net.s.on_datagram(net.now, third, datagram);
     assert!(drain(&mut net.s).is_empty());
-    assert_eq!(net.s.flows().count(), 0);
+    assert_eq!(net.s.counters.bad_datagrams, 1);
+    assert_eq!(net.state(true), "negotiating");
 }
 
 #[test]
@@ -308,14 +375,20 @@ fn server_syn_with_a_new_token_restarts_negotiation() {
 }
 
 #[test]
-fn syn_without_option_creates_no_server_state_and_syn_ack_passes() {
+fn a_syn_without_option_is_remembered_briefly_and_its_syn_ack_passes() {
     let now = Instant::now();
     let mut s = engine(3);
     let v = s.on_syn(now, syn(Dir::In, key_at_server(), false, None, CLIENT_ISN));
     assert_eq!(v, SynVerdict::Pass);
     let v = s.on_syn(now, syn(Dir::Out, key_at_server(), true, None, SERVER_ISN));
-    assert_eq!(v, SynVerdict::Pass);
+    assert_eq!(v, SynVerdict::Pass, "no option for a client that sent none");
+    assert_eq!(s.flows().count(), 1);
+    s.handle_timeout(now + PROBE_WAIT);
     assert_eq!(s.flows().count(), 0);
+    assert_eq!(s.counters.released, 1);
+    assert!(!drain(&mut s)
+        .iter()
+        .any(|a| matches!(a, Action::Send { .. })));
 }
 
 #[test]
@@ -382,8 +455,10 @@ fn many_short_negotiations_leave_nothing_behind() {
         c.on_syn(now, syn(Dir::Out, key, false, None, CLIENT_ISN));
         c.on_syn(now, syn(Dir::In, key, true, None, SERVER_ISN));
     }
+    // Each probes the server's daemon for a while; beyond the cap they are not offered.
+    c.handle_timeout(now + PROBE_LIMIT);
     assert_eq!(c.flows().count(), 0);
-    assert_eq!(c.counters.released, 100_000);
+    assert_eq!(c.counters.released + c.counters.not_offered, 100_000);
     c.handle_timeout(now + NEGOTIATE_TIMEOUT);
     assert_eq!(c.poll_timeout(), None);
     assert!(c.by_conn.is_empty());
