@@ -169,6 +169,22 @@ impl Engine {
                 addr: key.remote.ip(),
             });
         }
+        // Back where it left from: the departure is over (and must not take the peer's answer
+        // to this restore for an answer to its `Leaving`).
+        let back: Vec<FlowKey> = self
+            .departed
+            .iter()
+            .filter(|(_, d)| d.conn_id == conn_id)
+            .map(|(wire, _)| *wire)
+            .collect();
+        for wire in back {
+            self.departed.remove(&wire);
+            self.actions.push_back(Action::Queue {
+                key: wire,
+                wire,
+                on: false,
+            });
+        }
         let secret = SecretKey::from_bytes(record.secret);
         // The restored socket's byte counters start at zero: ISNs chosen so that the usual
         // derivation (see `hold::SeqState::derive`) gives its sequence state.

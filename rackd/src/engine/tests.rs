@@ -1345,6 +1345,36 @@ fn a_checkpoint_restored_twice_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn a_checkpoint_replayed_on_the_host_it_left_is_refused() {
+    let (mut net, record) = checkpointed();
+    let (_b, _) = restore_at(&mut net, "203.0.113.9", record.clone(), 3);
+    let seq = SeqPoint {
+        snd_una: 1,
+        rcv_nxt: 1,
+    };
+    net.c
+        .restore_flow(net.now, record, key_at_client(), seq)
+        .unwrap();
+    let (s_ip, c_ip) = (key_at_server().local.ip(), key_at_client().local.ip());
+    let rest = carry(&mut net.c, &mut net.s, s_ip, net.now);
+    assert!(rest.contains(&Action::Queue {
+        key: key_at_client(),
+        wire: key_at_client(),
+        on: false
+    }));
+    carry(&mut net.s, &mut net.c, c_ip, net.now);
+    assert!(matches!(
+        net.c.restore_state(&key_at_client()),
+        RestoreState::Refused(_)
+    ));
+    // Refused: no more `Arrived` from here.
+    net.c.handle_timeout(net.now + Duration::from_secs(5));
+    assert!(!drain(&mut net.c)
+        .iter()
+        .any(|a| matches!(a, Action::Send { .. })));
+}
+
+#[test]
 fn a_move_made_with_another_key_is_ignored() {
     let (mut net, mut record) = checkpointed();
     record.secret[0] ^= 1;
