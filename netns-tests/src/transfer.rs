@@ -40,6 +40,9 @@ pub struct StreamOptions {
     pub server_replies_after_eof: bool,
     /// The server application resets the connection this long after it was made.
     pub server_aborts_after: Option<Duration>,
+    /// The client sends its bytes, closes the socket and exits without reading; the server
+    /// sends nothing and closes after the client.
+    pub client_sends_only: bool,
 }
 
 impl StreamOptions {
@@ -56,7 +59,15 @@ impl StreamOptions {
             program: None,
             server_replies_after_eof: false,
             server_aborts_after: None,
+            client_sends_only: false,
         }
+    }
+
+    /// The client sends, closes and exits without reading; the server only receives, and closes
+    /// after it read the end of stream. (The report's counts of the unused direction are 0.)
+    pub fn client_sends_only(mut self) -> Self {
+        self.client_sends_only = true;
+        self
     }
 
     /// The server sends only once it has read the client's whole stream.
@@ -96,18 +107,22 @@ impl StreamOptions {
     }
 
     fn args(&self, mode: &str, addr: String, seed: u64) -> Vec<String> {
-        let mut args = vec![
-            mode.to_owned(),
-            addr,
-            "--bytes".into(),
-            self.bytes.to_string(),
-        ];
+        let bytes = if mode == "server" && self.client_sends_only {
+            0
+        } else {
+            self.bytes
+        };
+        let mut args = vec![mode.to_owned(), addr, "--bytes".into(), bytes.to_string()];
         args.extend(["--seed".into(), seed.to_string()]);
         if let Some(pace) = self.pace {
             args.extend(["--pace".into(), pace.to_string()]);
         }
+        if mode == "client" && self.client_sends_only {
+            args.push("--send-only".into());
+        }
         if mode == "server" {
-            if self.server_replies_after_eof {
+            // A server that sends nothing still closes only after the client did.
+            if self.server_replies_after_eof || self.client_sends_only {
                 args.push("--after-eof".into());
             }
             if let Some(after) = self.server_aborts_after {
@@ -222,14 +237,19 @@ impl TwoWayReport {
     /// counts, digests that differ between the ends or from the seeded data. Empty when intact.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for (name, report) in [("client", &self.client), ("server", &self.server)] {
+        let (upstream, downstream) = self.expected();
+        let ends = [
+            ("client", &self.client, upstream, downstream),
+            ("server", &self.server, downstream, upstream),
+        ];
+        for (name, report, to_send, to_receive) in ends {
             if let Some(error) = &report.error {
                 problems.push(format!("{name} error: {error}"));
             }
-            if report.bytes_sent != self.bytes || report.bytes_received != self.bytes {
+            if report.bytes_sent != to_send || report.bytes_received != to_receive {
                 problems.push(format!(
-                    "{name} sent {} and received {} of {} bytes",
-                    report.bytes_sent, report.bytes_received, self.bytes
+                    "{name} sent {} of {to_send} and received {} of {to_receive} bytes",
+                    report.bytes_sent, report.bytes_received
                 ));
             }
         }
@@ -239,23 +259,23 @@ impl TwoWayReport {
                 &self.client,
                 &self.server,
                 self.options.client_seed,
+                upstream,
             ),
             (
                 "server to client",
                 &self.server,
                 &self.client,
                 self.options.server_seed,
+                downstream,
             ),
         ];
-        for (name, from, to, seed) in directions {
+        for (name, from, to, seed, bytes) in directions {
             if from.digest_sent != to.digest_received {
                 problems.push(format!(
                     "{name}: digest sent {} != received {}",
                     from.digest_sent, to.digest_received
                 ));
-            } else if from.bytes_sent == self.bytes
-                && from.digest_sent != digest_of(seed, self.bytes)
-            {
+            } else if from.bytes_sent == bytes && from.digest_sent != digest_of(seed, bytes) {
                 problems.push(format!(
                     "{name}: digest {} is not that of the seeded data",
                     from.digest_sent
@@ -263,6 +283,16 @@ impl TwoWayReport {
             }
         }
         problems
+    }
+
+    /// Bytes expected client to server and server to client.
+    fn expected(&self) -> (u64, u64) {
+        let downstream = if self.options.client_sends_only {
+            0
+        } else {
+            self.bytes
+        };
+        (self.bytes, downstream)
     }
 
     /// Whether all bytes crossed intact both ways without errors.

@@ -111,3 +111,18 @@ fn an_aborting_server_resets_the_connection() {
     assert!(server.contains("aborted on request"), "{report:?}");
     assert!(report.client.elapsed_ms < 2000, "{report:?}");
 }
+
+#[test]
+fn a_send_only_client_closes_and_the_server_reads_everything() {
+    let topo = Topology::new().expect("topology");
+    let mut options = StreamOptions::new(200_000).client_sends_only();
+    options.program = Some(RK_STREAM.into());
+    let report =
+        stream_both_ways(topo.host("client"), topo.host("server"), options).expect("stream");
+    assert!(report.intact(), "{:?}", report.problems());
+    assert_eq!(report.server.digest_received, digest_of(1, 200_000));
+    assert_eq!(
+        (report.server.bytes_sent, report.client.bytes_received),
+        (0, 0)
+    );
+}

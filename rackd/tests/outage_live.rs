@@ -326,18 +326,31 @@ fn socket_state(host: &Host) -> Option<String> {
     out.stdout.split_whitespace().next().map(str::to_owned)
 }
 
-/// The client writes its last bytes and half-closes (FIN) while the path is down; after the
-/// outage the server must read all of it and the end of stream, then reply and close.
-fn close_while_suspended(family: Family) {
-    // 16 KiB/s for 5 s: the client finishes (and sends its FIN) about 3 s into the outage, with
+/// How the client application ends its side during the outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// `shutdown(SHUT_WR)`, then it waits for the server's reply (which comes only after the
+    /// server has read everything).
+    HalfAndAwaitReply,
+    /// `close()` and exit: the socket is orphaned with its data and FIN still queued.
+    Exit,
+}
+
+/// The client writes its last bytes and closes (`how`) while the path is down; after the outage
+/// the server must read all of it and the end of stream (and, after a half close, reply).
+fn close_during_outage(family: Family, how: Close) {
+    // 16 KiB/s for 5 s: the client finishes (and sends its FIN) about 4 s into the outage, with
     // what it wrote during the outage still in its send buffer.
     let rate = 16 * 1024;
     let options = StreamOptions::new(5 * rate)
         .pace(rate)
         .family(family)
         .port(PORT)
-        .server_replies_after_eof()
         .timeout(Duration::from_secs(60));
+    let options = match how {
+        Close::HalfAndAwaitReply => options.server_replies_after_eof(),
+        Close::Exit => options.client_sends_only(),
+    };
     let topo = topology();
     let (daemons, run) = start_transfer(&topo, options, Some(FAST_MONITOR));
     let pair = Pair::of(&daemons);
@@ -356,7 +369,17 @@ fn close_while_suspended(family: Family) {
         Duration::from_secs(8),
         || socket_state(client).is_some_and(|s| s.starts_with("FIN-WAIT")),
     );
+    if how == Close::Exit {
+        wait_for("the client program to exit", Duration::from_secs(2), || {
+            run.client().try_wait().unwrap().is_some()
+        });
+    }
     thread::sleep(SHORT_OUTAGE.saturating_sub(cut_at.elapsed()));
+    assert!(
+        socket_state(client).is_some_and(|s| s.starts_with("FIN-WAIT")),
+        "{}: the client's socket should be held through the outage ({how:?})",
+        family_name(family)
+    );
     assert_eq!(
         socket_state(topo.host("server")).as_deref(),
         Some("ESTAB"),
@@ -368,14 +391,20 @@ fn close_while_suspended(family: Family) {
     wait_for(
         "the FIN to reach the server",
         Duration::from_secs(5),
-        || socket_state(topo.host("server")).is_some_and(|s| s != "ESTAB"),
+        // CLOSE-WAIT, or already gone once the server closed too.
+        || socket_state(topo.host("server")).as_deref() != Some("ESTAB"),
     );
     let fin = back.elapsed();
     let report = run.wait().unwrap();
-    assert_intact(family, "closed during the outage", &report, &pair);
+    assert_intact(
+        family,
+        &format!("closed during the outage ({how:?})"),
+        &report,
+        &pair,
+    );
     eprintln!(
-        "{}: data and FIN sent during a {} s outage reached the server {} after the path \
-         returned; its reply arrived whole",
+        "{}: data and FIN sent during a {} s outage ({how:?}) reached the server {} after the \
+         path returned; the transfer is intact",
         family_name(family),
         SHORT_OUTAGE.as_secs(),
         millis(fin)
@@ -384,7 +413,12 @@ fn close_while_suspended(family: Family) {
 
 #[test]
 fn data_and_fin_sent_during_an_outage_arrive_after_it() {
-    both_families(close_while_suspended);
+    both_families(|family| close_during_outage(family, Close::HalfAndAwaitReply));
+}
+
+#[test]
+fn a_program_that_exits_during_an_outage_still_delivers_its_last_bytes() {
+    both_families(|family| close_during_outage(family, Close::Exit));
 }
 
 /// A paced two-way transfer whose server application resets the connection (`SO_LINGER` 0)

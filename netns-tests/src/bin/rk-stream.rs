@@ -2,8 +2,8 @@
 //! seeded pseudo-random stream in both directions at once and reports digests.
 //!
 //! ```text
-//! rk-stream server ADDR:PORT [--bytes N] [--seed S] [--pace BYTES_PER_S] [--after-eof]
-//!                            [--abort-after-ms MS]
+//! rk-stream server ADDR:PORT [--bytes N] [--seed S] [--pace BYTES_PER_S]
+//!                            [--after-eof | --send-only] [--abort-after-ms MS]
 //! rk-stream client ADDR:PORT [same options] [--connect-timeout SECS]
 //! ```
 //! The server accepts one connection. Each end writes N bytes of the stream for its seed, shuts
@@ -12,7 +12,8 @@
 //! error, 2 for bad usage or if no connection was made, 3 after `--abort-after-ms`.
 //!
 //! `--after-eof`: this end reads until end of stream first and only then sends (a reply to a
-//! request the peer closed). `--abort-after-ms MS`: MS after the connection was made this end
+//! request the peer closed). `--send-only`: this end sends, closes the socket and exits without
+//! reading (it reports 0 bytes received). `--abort-after-ms MS`: MS after the connection was made this end
 //! resets it (`SO_LINGER` 0, then exit), as an application that aborts does.
 
 use std::io::{self, Read, Write};
@@ -26,10 +27,22 @@ use nix::sys::socket::{setsockopt, sockopt};
 use sha2::{Digest, Sha256};
 
 const USAGE: &str = "usage: rk-stream server|client ADDR:PORT [--bytes N] [--seed S] \
-                     [--pace BYTES_PER_S] [--after-eof] [--abort-after-ms MS] [--connect-timeout SECS]";
+                     [--pace BYTES_PER_S] [--after-eof | --send-only] [--abort-after-ms MS] \
+                     [--connect-timeout SECS]";
 /// Exit status after an abort on request.
 const ABORTED: u8 = 3;
 const BUF: usize = 64 * 1024;
+
+/// Who speaks when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turns {
+    /// Both directions at once.
+    Together,
+    /// Read everything, then send.
+    ReplyAfterEof,
+    /// Send, then close without reading.
+    SendOnly,
+}
 
 #[derive(Debug)]
 struct Options {
@@ -38,7 +51,7 @@ struct Options {
     bytes: u64,
     seed: u64,
     pace: Option<u64>,
-    after_eof: bool,
+    turns: Turns,
     abort_after: Option<Duration>,
     connect_timeout: Duration,
 }
@@ -61,14 +74,19 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         bytes: 1 << 20,
         seed: 1,
         pace: None,
-        after_eof: false,
+        turns: Turns::Together,
         abort_after: None,
         connect_timeout: Duration::from_secs(5),
     };
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
-        if flag == "--after-eof" {
-            opts.after_eof = true;
+        let turns = match flag.as_str() {
+            "--after-eof" => Some(Turns::ReplyAfterEof),
+            "--send-only" => Some(Turns::SendOnly),
+            _ => None,
+        };
+        if let Some(turns) = turns {
+            opts.turns = turns;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -148,25 +166,38 @@ fn transfer(stream: TcpStream, opts: &Options) -> StreamReport {
         }
     }
     let (bytes, seed, pace) = (opts.bytes, opts.seed, opts.pace);
-    let (sent, received) = if opts.after_eof {
-        let received = receive(&stream);
-        let sent = if received.error.is_none() {
-            send(sender, bytes, seed, pace)
-        } else {
-            Half::failed("not sent: the request was not received whole".into())
-        };
-        (sent, received)
-    } else {
-        let writer = thread::spawn(move || send(sender, bytes, seed, pace));
-        let received = receive(&stream);
-        if received.error.is_some() {
-            // Wake a writer blocked on a dead connection; it reports its own error.
-            let _ = stream.shutdown(Shutdown::Both);
+    let (sent, received) = match opts.turns {
+        Turns::ReplyAfterEof => {
+            let received = receive(&stream);
+            let sent = if received.error.is_none() {
+                send(sender, bytes, seed, pace)
+            } else {
+                Half::failed("not sent: the request was not received whole".into())
+            };
+            (sent, received)
         }
-        let sent = writer
-            .join()
-            .unwrap_or_else(|_| Half::failed("writer thread panicked".into()));
-        (sent, received)
+        Turns::SendOnly => {
+            let sent = send(sender, bytes, seed, pace);
+            // Both descriptors are closed when `transfer` returns, before the report is printed.
+            let nothing = Half {
+                bytes: 0,
+                digest: hex(&Sha256::digest([])),
+                error: None,
+            };
+            (sent, nothing)
+        }
+        Turns::Together => {
+            let writer = thread::spawn(move || send(sender, bytes, seed, pace));
+            let received = receive(&stream);
+            if received.error.is_some() {
+                // Wake a writer blocked on a dead connection; it reports its own error.
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            let sent = writer
+                .join()
+                .unwrap_or_else(|_| Half::failed("writer thread panicked".into()));
+            (sent, received)
+        }
     };
     let error = match (sent.error, received.error) {
         (Some(w), Some(r)) => Some(format!("write: {w}; read: {r}")),
