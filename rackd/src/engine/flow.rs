@@ -177,6 +177,9 @@ pub struct Flow {
     /// announced by the peer and not completed yet.
     pub generation: u32,
     pub moving: Option<u32>,
+    /// The peer's address before its socket last moved to another host: beats still arriving
+    /// from there are late, not news of a move.
+    pub moved_from: Option<std::net::IpAddr>,
     /// From the socket table.
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -204,6 +207,7 @@ impl Flow {
             reused_by: None,
             generation: 0,
             moving: None,
+            moved_from: None,
             bytes_sent: 0,
             bytes_received: 0,
         }

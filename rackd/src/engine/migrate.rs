@@ -348,6 +348,7 @@ impl Engine {
         let flow = self.flows.get_mut(&key).expect("flow");
         flow.generation = generation;
         flow.moving = None;
+        flow.moved_from = Some(old_ip);
         flow.pinned = false;
         self.revision += 1;
         self.answer(from, key, generation, MigrateStep::Accepted);

@@ -744,6 +744,9 @@ impl Engine {
             return;
         }
         let mut ip = flow.wire.remote.ip();
+        if flow.moved_from == Some(from.ip()) {
+            return; // sent by the host the socket left, before it left
+        }
         if from.ip() != ip && from.ip().is_ipv4() == ip.is_ipv4() {
             // An authenticated beat from a new address: the peer host moved.
             self.peer_moved(ip, from.ip());

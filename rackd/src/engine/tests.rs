@@ -1,7 +1,7 @@
 //! Two engines, one per host, with the wire between them simulated by hand.
 
 use super::*;
-use edp::crypto::DeterministicEntropy;
+use edp::crypto::{DeterministicEntropy, SecretKey};
 use tcpseq::{Flags, TcpIpPacket};
 
 const CLIENT_ISN: SeqNum = SeqNum(1_000);
@@ -1272,6 +1272,7 @@ fn a_checkpointed_connection_is_held_by_the_peer_and_resumes_where_it_is_restore
     assert!(sf.pinned);
     assert_eq!(sf.moving, Some(1));
 
+    let secret = record.secret;
     let (mut b, server_actions) = restore_at(&mut net, "203.0.113.9", record, 3);
     let key_b = key_at_new_host("203.0.113.9");
     let wire = FlowKey {
@@ -1323,6 +1324,15 @@ fn a_checkpointed_connection_is_held_by_the_peer_and_resumes_where_it_is_restore
         (state_of(&b, key_b), net.state(true)),
         ("connected", "connected")
     );
+    // A beat the old host sent before the checkpoint, arriving late, moves nothing back.
+    let id = net.s.flow(&key_at_server()).unwrap().conn_id().unwrap();
+    let late = Message::heartbeat(&SecretKey::from_bytes(secret), id, u64::MAX / 2, 0);
+    let old = SocketAddr::new(key_at_client().local.ip(), 7113);
+    net.s.on_datagram(net.now, old, &late.encode());
+    assert_eq!(net.s.flow(&key_at_server()).unwrap().wire, wire);
+    assert!(!drain(&mut net.s)
+        .iter()
+        .any(|a| matches!(a, Action::Translate { .. })));
 }
 
 #[test]
