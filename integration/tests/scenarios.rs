@@ -463,6 +463,14 @@ fn real_programs_survive_a_60_s_outage_and_an_address_change() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|n| n == name))
     };
+    if let Some(o) = &only {
+        let known: Vec<&str> = SCENARIOS.iter().map(|(n, _)| *n).collect();
+        let unknown: Vec<&str> = o.split(',').filter(|n| !known.contains(n)).collect();
+        assert!(
+            unknown.is_empty() && !o.is_empty(),
+            "RACKD_SCENARIOS={o:?} names unknown scenarios {unknown:?}; known: {known:?}"
+        );
+    }
     let started = Instant::now();
     let runs: Vec<_> = SCENARIOS
         .iter()
