@@ -146,9 +146,11 @@ fn a_connection_to_a_host_without_rackd_is_released() {
     assert!(report.intact(), "{:?}", report.problems());
     // Gone once the server's daemon did not answer the probe (peer.fallback, 1.5 s) or the
     // socket closed, and never managed.
-    wait_for("the connection to leave the table", Duration::from_secs(3), || {
-        cd.conn(5003).is_none()
-    });
+    wait_for(
+        "the connection to leave the table",
+        Duration::from_secs(3),
+        || cd.conn(5003).is_none(),
+    );
     assert_eq!(cd.status().daemon.states["connected"], 0);
 }
 
