@@ -43,8 +43,9 @@ test: deps lint build
 	  $(CARGO) test --workspace $(LOCKED) --no-fail-fast; \
 	fi
 
-# Client — router — server namespaces, rackd on both, a stream through a 30 s outage, `rackctl
-# status` before, during and after, digests compared (root, under a minute after the build).
+# Client — router — server namespaces, rackd on both, a stream through a 30 s outage and a client
+# address change, `rackctl status` before, during and after, digests compared (root, about a
+# minute after the build).
 demo: deps
 	$(CARGO) build $(LOCKED) -p rackd -p rackctl -p netns-tests --bins
 	bash scripts/demo.sh
