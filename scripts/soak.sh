@@ -5,7 +5,8 @@
 # flow tables every 10 s and fails if they grow beyond their bounds (docs/scenarios.md).
 #
 #   scripts/soak.sh [--duration-s 3600] [--connections 100] [--outage-every-s 120]
-#                   [--outage-s 30] [--sample-every-s 10] [--rss-growth-kib 4096] ...
+#                   [--outage-s 30] [--sample-every-s 10] [--rss-growth-kib 4096]
+#                   [--move-every N: the client also changes address after every Nth outage] ...
 #
 # Root only. Builds rackd, rackctl and rk-soak (debug, like the tests) unless SOAK_NO_BUILD=1,
 # then runs rk-soak; its output (CSV samples, outage lines, verdict) is also written to

@@ -36,6 +36,9 @@ pub struct SoakConfig {
     pub rss_growth_kib: u64,
     /// Flows a daemon may list beyond the connections under test.
     pub flow_slack: usize,
+    /// Every this many outages, the client also moves to its next address after the outage
+    /// (0: never).
+    pub move_every: usize,
 }
 
 impl Default for SoakConfig {
@@ -49,13 +52,15 @@ impl Default for SoakConfig {
             round_every: Duration::from_secs(1),
             rss_growth_kib: 4 * 1024,
             flow_slack: 0,
+            move_every: 0,
         }
     }
 }
 
 impl SoakConfig {
     /// The defaults, changed by `--duration-s`, `--connections`, `--outage-every-s`,
-    /// `--outage-s`, `--sample-every-s`, `--round-every-ms`, `--rss-growth-kib`, `--flow-slack`.
+    /// `--outage-s`, `--sample-every-s`, `--round-every-ms`, `--rss-growth-kib`, `--flow-slack`,
+    /// `--move-every`.
     pub fn from_flags(flags: &Flags) -> Result<SoakConfig, String> {
         let d = SoakConfig::default();
         let secs = |name: &str, default: Duration| -> Result<Duration, String> {
@@ -72,6 +77,7 @@ impl SoakConfig {
             ),
             rss_growth_kib: flags.get_or("rss-growth-kib", d.rss_growth_kib)?,
             flow_slack: flags.get_or("flow-slack", d.flow_slack)?,
+            move_every: flags.get_or("move-every", d.move_every)?,
         };
         if cfg.outage >= cfg.outage_every {
             return Err(format!(
@@ -292,6 +298,14 @@ fn drive(
                 report.resumed_in.as_secs_f64()
             ));
             outages.push(report);
+            if cfg.move_every > 0 && outages.len() % cfg.move_every == 0 {
+                let moved = bed.move_client(ids)?;
+                emit(&format!(
+                    "# move to {}: followed in {:.2} s",
+                    moved.new_v4,
+                    moved.followed_in.as_secs_f64()
+                ));
+            }
             next_outage += cfg.outage_every;
         } else {
             fan.round(round, ROUND_LIMIT)?;

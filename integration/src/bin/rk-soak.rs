@@ -3,6 +3,7 @@
 //! ```text
 //! rk-soak [--duration-s 3600] [--connections 100] [--outage-every-s 120] [--outage-s 30]
 //!         [--sample-every-s 10] [--round-every-ms 1000] [--rss-growth-kib 4096] [--flow-slack 0]
+//!         [--move-every 0]
 //! ```
 //!
 //! Prints a CSV sample of both daemons every interval and a `#` line per outage, then a summary;
