@@ -50,21 +50,101 @@ pub fn source_for(dst: IpAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
-/// Adds `addr` to `lo` as a host address, so sockets bound to it can still route (their packets
-/// are translated to the new address on the wire).
-pub fn keep_local(addr: IpAddr) -> io::Result<()> {
-    ip(&["addr", "add", &host_prefix(addr), "dev", "lo"])
+/// Departed local addresses rackd keeps on `lo` as host addresses, so that sockets bound to them
+/// can still send and receive (their packets are translated to the new address on the wire);
+/// all removed when it is dropped.
+///
+/// Linux answers ARP for any of its IPv4 addresses on every interface (`arp_ignore=0`), so a kept
+/// address would still be claimed on the link it left, where it may belong to another host by
+/// now. An `arp` table named like rackd's own drops those replies. (IPv6 neighbour solicitations
+/// are answered only for addresses of the interface they arrive on.)
+#[derive(Debug)]
+pub struct KeptAddresses {
+    arp_table: String,
+    kept: Vec<IpAddr>,
 }
 
-/// Undoes [`keep_local`].
-pub fn release_local(addr: IpAddr) -> io::Result<()> {
-    ip(&["addr", "del", &host_prefix(addr), "dev", "lo"])
+impl KeptAddresses {
+    /// Also removes an `arp` table `table` left by an earlier run.
+    pub fn new(table: &str) -> Self {
+        let _ = nft(&format!("delete table arp {table}\n"));
+        KeptAddresses {
+            arp_table: table.to_string(),
+            kept: Vec::new(),
+        }
+    }
+
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        self.kept.contains(addr)
+    }
+
+    pub fn keep(&mut self, addr: IpAddr) -> io::Result<()> {
+        if self.contains(&addr) {
+            return Ok(());
+        }
+        if let IpAddr::V4(v4) = addr {
+            // Before the address is added, so it is never claimed.
+            let t = &self.arp_table;
+            let silenced = nft(&format!(
+                "add table arp {t}\n\
+                 add set arp {t} kept {{ type ipv4_addr; }}\n\
+                 add chain arp {t} out {{ type filter hook output priority 0; }}\n\
+                 flush chain arp {t} out\n\
+                 add rule arp {t} out arp operation reply arp saddr ip @kept drop\n\
+                 add element arp {t} kept {{ {v4} }}\n"
+            ));
+            if let Err(e) = silenced {
+                tracing::warn!(%addr, "the kept address may still answer ARP: {e}");
+            }
+        }
+        self.kept.push(addr);
+        ip(&["addr", "add", &host_prefix(addr), "dev", "lo"])
+    }
+}
+
+impl Drop for KeptAddresses {
+    fn drop(&mut self) {
+        for addr in &self.kept {
+            if let Err(e) = ip(&["addr", "del", &host_prefix(*addr), "dev", "lo"]) {
+                tracing::warn!(%addr, "removing the kept address: {e}");
+            }
+        }
+        if self.kept.iter().any(IpAddr::is_ipv4) {
+            if let Err(e) = nft(&format!("delete table arp {}\n", self.arp_table)) {
+                tracing::warn!("removing the arp table: {e}");
+            }
+        }
+    }
 }
 
 fn host_prefix(addr: IpAddr) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}/32"),
         IpAddr::V6(a) => format!("{a}/128"),
+    }
+}
+
+fn nft(script: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         injector,
         channel,
         sockets,
-        kept: Vec::new(),
+        kept: crate::addrs::KeptAddresses::new(&nft.table),
         senders: std::collections::HashMap::new(),
         state: crate::persist::StateFile::beside(&cfg.control.socket),
     };
@@ -150,20 +150,10 @@ struct Io<'a> {
     channel: UdpSocket,
     sockets: SocketTable,
     /// Addresses rackd added to `lo` for sockets bound to them; removed when rackd stops.
-    kept: Vec<std::net::IpAddr>,
+    kept: crate::addrs::KeptAddresses,
     /// Datagram sockets bound to each local address rackd sends from.
     senders: std::collections::HashMap<std::net::IpAddr, std::net::UdpSocket>,
     state: crate::persist::StateFile,
-}
-
-impl Drop for Io<'_> {
-    fn drop(&mut self) {
-        for addr in &self.kept {
-            if let Err(e) = crate::addrs::release_local(*addr) {
-                tracing::warn!(%addr, "removing the kept address: {e}");
-            }
-        }
-    }
 }
 
 async fn event_loop(
@@ -385,15 +375,12 @@ fn perform(engine: &mut Engine, io: &mut Io<'_>) {
                 wire,
                 queued,
             } => translate(io.ruleset, key, old, wire, queued),
-            Action::KeepLocal(addr) => {
-                match crate::addrs::keep_local(addr) {
-                    Ok(()) => {
-                        tracing::info!(%addr, "keeping the departed address on lo for its sockets")
-                    }
-                    Err(e) => tracing::warn!(%addr, "cannot keep the departed address: {e}"),
+            Action::KeepLocal(addr) => match io.kept.keep(addr) {
+                Ok(()) => {
+                    tracing::info!(%addr, "keeping the departed address on lo for its sockets")
                 }
-                io.kept.push(addr);
-            }
+                Err(e) => tracing::warn!(%addr, "cannot keep the departed address: {e}"),
+            },
             Action::ReadSocket { key } => {
                 let counters = match io.sockets.lookup(&key) {
                     Ok(c) => c,

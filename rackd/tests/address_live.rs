@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{family_name, paced_transfer, topology};
@@ -17,6 +18,7 @@ fn move_during_transfer(family: Family, mover: &str, with_rackd: bool) -> Result
     let port = 5010;
     let (daemons, run) = paced_transfer(&topo, family, with_rackd, port, 12);
     std::thread::sleep(Duration::from_secs(2));
+    let old_v4 = topo.host(mover).v4();
     let (v4, v6) = topo.host(mover).addresses().successor();
     topo.change_address(mover, v4, v6).unwrap();
     let new = match family {
@@ -53,6 +55,9 @@ fn move_during_transfer(family: Family, mover: &str, with_rackd: bool) -> Result
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        if family == Family::V4 {
+            assert_departed_address_unclaimed(&topo, mover, old_v4);
+        }
     }
     let report = run.wait().unwrap();
     if report.intact() {
@@ -67,6 +72,35 @@ fn move_during_transfer(family: Family, mover: &str, with_rackd: bool) -> Result
         });
         Err(format!("{:?}{logs}", report.problems()))
     }
+}
+
+/// rackd keeps the departed address on `lo` for the connection's socket; it must not claim it on
+/// the link any more (it may belong to another host there now): a neighbour asking for it gets
+/// no ARP answer.
+fn assert_departed_address_unclaimed(topo: &netns_tests::Topology, mover: &str, old: Ipv4Addr) {
+    let router = topo.router();
+    let dev = format!("v-{mover}");
+    let old = old.to_string();
+    let _ = router.run("ip", ["neigh", "flush", "to", &old, "dev", &dev]);
+    // Anything sent to the address makes the router ask for it.
+    let send = router
+        .command("socat")
+        .args(["-u", "-", &format!("UDP-SENDTO:{old}:9")])
+        .stdin_piped()
+        .spawn()
+        .expect("socat on the router");
+    send.write_stdin(b"who has it?\n").unwrap();
+    send.close_stdin();
+    let _ = send.wait(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let neigh = router
+        .run("ip", ["neigh", "show", "to", &old, "dev", &dev])
+        .expect("ip neigh on the router")
+        .stdout;
+    assert!(
+        !neigh.contains("lladdr"),
+        "the departed address {old} was claimed on the link: {neigh}"
+    );
 }
 
 fn address_change(family: Family, mover: &'static str) {
