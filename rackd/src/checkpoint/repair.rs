@@ -7,6 +7,14 @@
 //! restore that is refused or times out leaves no trace on the wire; [`Prepared::finish`] then
 //! refills the send queue and leaves repair mode once the peer has accepted the move.
 //!
+//! The send queue goes back in two parts, as it was: the part that had been sent is written in
+//! repair mode, where the kernel counts it as sent without transmitting it (the socket's snd_nxt
+//! is the original's again), and only the unsent rest after repair mode. The peer may hold and
+//! acknowledge any byte that had been sent, and the kernel drops every segment — data included —
+//! whose acknowledgement lies beyond snd_nxt (RFC 9293 3.10.7.4); with the whole queue written as
+//! new data, the peer's segments were all dropped until the socket had retransmitted up to what
+//! the peer acknowledged, which its congestion window could leave out of reach for ever.
+//!
 //! Sequence numbers and the timestamp clock are restored as they were, so the peer sees the same
 //! stream and needs no sequence or timestamp translation; only addresses may differ.
 //!
@@ -349,6 +357,8 @@ pub struct Prepared {
     sock: OwnedFd,
     local: SocketAddr,
     send_queue: Vec<u8>,
+    /// How many bytes at the end of `send_queue` had never been sent.
+    unsent: usize,
 }
 
 impl Prepared {
@@ -424,6 +434,7 @@ impl Prepared {
             sock,
             local,
             send_queue: image.send_queue.clone(),
+            unsent: (image.unsent as usize).min(image.send_queue.len()),
         })
     }
 
@@ -432,17 +443,27 @@ impl Prepared {
         self.local
     }
 
-    /// Refills the send queue and leaves repair mode: the kernel sends a window probe (the peer
-    /// learns where we are) and then (re)transmits the whole send queue as new data from the
-    /// oldest unacknowledged byte; the peer drops what it already had.
+    /// Refills the send queue and leaves repair mode. The part that had been sent goes in while
+    /// still in repair mode, counted as sent and not transmitted (see the module comment); the
+    /// kernel then sends a window probe (the peer learns where we are), retransmits what the
+    /// peer's acknowledgements show missing, and sends the unsent rest as new data.
     pub fn finish(self) -> Result<OwnedFd, RepairError> {
         let fd = self.sock.as_fd();
+        let (sent, unsent) = self
+            .send_queue
+            .split_at(self.send_queue.len() - self.unsent);
+        ensure_sndbuf(fd, self.send_queue.len())?;
+        refill(
+            fd,
+            TCP_SEND_QUEUE,
+            sent,
+            "refilling the sent part of the send queue",
+        )?;
         set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
             .map_err(kernel("TCP_REPAIR_QUEUE none"))?;
         set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, REPAIR_OFF)
             .map_err(kernel("TCP_REPAIR off"))?;
-        ensure_sndbuf(fd, self.send_queue.len())?;
-        write_all_nonblocking(fd, &self.send_queue)?;
+        write_all_nonblocking(fd, unsent)?;
         Ok(self.sock)
     }
 }
