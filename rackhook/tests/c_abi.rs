@@ -1,47 +1,15 @@
 //! The C ABI as a C program sees it: include/rackhook.h compiles cleanly, declares exactly the
-//! functions librackhook.so exports, and a program linked against the library gets the
-//! library's error messages. Needs `cc` and `nm` (binutils); fails without them.
-//!
-//! Cargo builds the cdylib before integration tests but passes no path to it: it is found
-//! beside this test binary (target/<profile>/ or its deps/ directory).
+//! functions librackhook.so exports, and a program linked against the library (shared or
+//! static) gets the library's error messages. Needs `cc` and `nm` (binutils); fails without them.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-const HEADER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
+mod support;
+use support::{built_library, compile_c, run, Link, HEADER_DIR};
+
 const MISSING_SOCKET: &str = "/nonexistent/rackhook-c-test/control.sock";
-
-/// librackhook.so as cargo built it for this test run.
-fn cdylib() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.ancestors()
-        .skip(1)
-        .take(3)
-        .map(|dir| dir.join("librackhook.so"))
-        .find(|lib| lib.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "librackhook.so not found in the directories above {} (cargo builds it for \
-                 integration tests: is crate-type still [.., \"cdylib\", ..]?)",
-                exe.display()
-            )
-        })
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// The function names the header declares (comments removed).
 fn declared_functions() -> BTreeSet<String> {
@@ -85,7 +53,7 @@ fn exported_functions(lib: &Path) -> BTreeSet<String> {
 fn the_header_declares_exactly_what_the_library_exports() {
     let declared = declared_functions();
     assert_eq!(declared.len(), 4, "header parse: {declared:?}");
-    assert_eq!(declared, exported_functions(&cdylib()));
+    assert_eq!(declared, exported_functions(&built_library(Link::Shared)));
 }
 
 /// The Rust signatures the header's declarations describe (checked by the compiler).
@@ -102,18 +70,18 @@ fn the_rust_signatures_match_the_header() {
 
 #[test]
 fn a_c_program_gets_the_library_error_messages() {
-    let lib = cdylib();
-    let lib_dir = lib.parent().unwrap();
-    let program = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rackhook-c-errors");
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/errors.c");
-    run(Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"])
-        .arg(format!("-I{HEADER_DIR}"))
-        .arg(source)
-        .arg(format!("-L{}", lib_dir.display()))
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .args(["-lrackhook", "-o"])
-        .arg(&program));
+    assert_error_messages(Link::Shared);
+}
+
+#[test]
+fn a_statically_linked_c_program_gets_them_too() {
+    assert_error_messages(Link::Static);
+}
+
+/// tests/c/errors.c, run with no rackd at the control socket, prints each failing call's
+/// result and message.
+fn assert_error_messages(link: Link) {
+    let program = compile_c("errors", link);
     let out = run(Command::new(&program).env("RACKD_CONTROL_SOCKET", MISSING_SOCKET));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let no_socket =
