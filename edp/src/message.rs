@@ -196,7 +196,8 @@ pub enum Message {
         conn_id: ConnId,
         generation: u32,
         step: MigrateStep,
-        /// `Arrived`: the restored socket's port at the sender's address; 0 otherwise.
+        /// `Arrived`: the restored socket's port at the sender's address. An answer echoes the
+        /// port of the `Arrived` it answers, or 0 when it answers a `Leaving`.
         port: u16,
         mac: Mac,
     },

@@ -549,8 +549,6 @@ fn a_stream_moves_to_another_host_and_bad_blobs_are_refused() {
 
 /// The same with a send queue to carry over: the client's link is slower than the stream.
 #[test]
-#[ignore = "a replay on the old host is accepted in about two runs of five (a late answer to its \
-            Leaving): waits for the engine's migrate answers to name their step"]
 fn a_stream_with_a_full_send_queue_moves_to_another_host() {
     move_stream(true);
 }
@@ -563,7 +561,12 @@ fn move_stream(slow_client_link: bool) {
     // Plain TCP keeps its default patience here: the slow link below congests both ways, and
     // this test is about the move, not about surviving outages.
     let (client, server, third) = (topo.host("client"), topo.host("server"), topo.host("third"));
-    let scratch = Scratch::new("move");
+    // One directory per test: both move tests may run in one process.
+    let scratch = Scratch::new(if slow_client_link {
+        "move-slow"
+    } else {
+        "move"
+    });
     let config = format!(
         "{FAST_MONITOR}[checkpoint]\nkey_file = \"{}\"\n",
         scratch.key().display()

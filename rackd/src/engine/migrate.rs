@@ -279,9 +279,13 @@ impl Engine {
         match step {
             MigrateStep::Leaving => self.peer_leaving(now, from, conn_id, generation),
             MigrateStep::Arrived => self.peer_arrived(now, from, conn_id, generation, port),
-            MigrateStep::Accepted | MigrateStep::Refused => {
-                self.step_answered(now, conn_id, generation, step == MigrateStep::Accepted)
-            }
+            MigrateStep::Accepted | MigrateStep::Refused => self.step_answered(
+                now,
+                conn_id,
+                generation,
+                port,
+                step == MigrateStep::Accepted,
+            ),
         }
     }
 
@@ -304,7 +308,7 @@ impl Engine {
             }
             self.flows.get_mut(&key).expect("flow").moving = Some(generation);
         }
-        self.answer(from, key, generation, MigrateStep::Accepted);
+        self.answer(from, key, generation, MigrateStep::Accepted, 0);
     }
 
     /// The peer's socket was restored at `from`'s address and `port`.
@@ -321,7 +325,7 @@ impl Engine {
         if generation <= flow.generation {
             tracing::warn!(flow = %key, id = %conn_id, generation, from = %from.ip(),
                 "refused a move that was already made (a replayed checkpoint)");
-            self.answer(from, key, generation, MigrateStep::Refused);
+            self.answer(from, key, generation, MigrateStep::Refused, port);
             return;
         }
         if from.ip().is_ipv4() != key.remote.is_ipv4() || port == 0 {
@@ -351,26 +355,40 @@ impl Engine {
         flow.moved_from = Some(old_ip);
         flow.pinned = false;
         self.revision += 1;
-        self.answer(from, key, generation, MigrateStep::Accepted);
+        self.answer(from, key, generation, MigrateStep::Accepted, port);
         self.resume(now, key);
     }
 
     /// The peer answered our `Leaving` (old host) or `Arrived` (new host).
-    fn step_answered(&mut self, now: Instant, conn_id: ConnId, generation: u32, accepted: bool) {
-        if let Some(d) = self
-            .departed
-            .values_mut()
-            .find(|d| d.conn_id == conn_id && d.generation == generation)
-        {
-            if d.leaving.take().is_some() {
-                d.until = now + DEPARTED_LINGER;
-                self.wake(now + DEPARTED_LINGER);
+    fn step_answered(
+        &mut self,
+        now: Instant,
+        conn_id: ConnId,
+        generation: u32,
+        port: u16,
+        accepted: bool,
+    ) {
+        // An answer names its step: port 0 answers a `Leaving`, the restored socket's port its
+        // `Arrived` (a late answer to this host's `Leaving` must not accept a restore here).
+        if port == 0 {
+            if let Some(d) = self
+                .departed
+                .values_mut()
+                .find(|d| d.conn_id == conn_id && d.generation == generation)
+            {
+                if d.leaving.take().is_some() {
+                    d.until = now + DEPARTED_LINGER;
+                    self.wake(now + DEPARTED_LINGER);
+                }
             }
             return;
         }
         let Some(&key) = self.by_conn.get(&conn_id) else {
             return;
         };
+        if key.local.port() != port {
+            return;
+        }
         let Some(arrival) = self.arrivals.get_mut(&key) else {
             return;
         };
@@ -400,12 +418,19 @@ impl Engine {
         tracing::info!(flow = %key, id = %conn_id, generation, "restored");
     }
 
-    fn answer(&mut self, to: SocketAddr, key: FlowKey, generation: u32, step: MigrateStep) {
+    fn answer(
+        &mut self,
+        to: SocketAddr,
+        key: FlowKey,
+        generation: u32,
+        step: MigrateStep,
+        port: u16,
+    ) {
         let flow = &self.flows[&key];
         let (Some(session), Some(conn_id)) = (&flow.session, flow.conn_id()) else {
             return;
         };
-        let datagram = Message::migrate(session.key(), conn_id, generation, step, 0).encode();
+        let datagram = Message::migrate(session.key(), conn_id, generation, step, port).encode();
         self.actions.push_back(Action::Send {
             to: SocketAddr::new(to.ip(), self.cfg.peer_port),
             from: flow.wire.local.ip(),

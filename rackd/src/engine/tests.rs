@@ -1385,6 +1385,43 @@ fn a_checkpoint_replayed_on_the_host_it_left_is_refused() {
 }
 
 #[test]
+fn a_late_answer_to_the_old_hosts_leaving_does_not_accept_a_replay_there() {
+    let mut net = Net::connected();
+    let record = net.c.checkpoint_flow(net.now, &key_at_client()).unwrap();
+    let (s_ip, c_ip) = (key_at_server().local.ip(), key_at_client().local.ip());
+    carry(&mut net.c, &mut net.s, s_ip, net.now);
+    // The server's `Accepted` to the `Leaving` is still on its way (a slow link).
+    let late: Vec<Action> = drain(&mut net.s);
+    let (_b, _) = restore_at(&mut net, "203.0.113.9", record.clone(), 3);
+    let seq = SeqPoint {
+        snd_una: 1,
+        rcv_nxt: 1,
+    };
+    net.c
+        .restore_flow(net.now, record, key_at_client(), seq)
+        .unwrap();
+    drain(&mut net.c);
+    for a in late {
+        if let Action::Send { from, datagram, .. } = a {
+            net.c
+                .on_datagram(net.now, SocketAddr::new(from, 7113), &datagram);
+        }
+    }
+    assert_eq!(
+        net.c.restore_state(&key_at_client()),
+        RestoreState::Pending,
+        "the answer to the Leaving was taken for the answer to the replay"
+    );
+    net.c.handle_timeout(net.now + Duration::from_secs(1));
+    carry(&mut net.c, &mut net.s, s_ip, net.now);
+    carry(&mut net.s, &mut net.c, c_ip, net.now);
+    assert!(matches!(
+        net.c.restore_state(&key_at_client()),
+        RestoreState::Refused(_)
+    ));
+}
+
+#[test]
 fn a_move_made_with_another_key_is_ignored() {
     let (mut net, mut record) = checkpointed();
     record.secret[0] ^= 1;
@@ -1496,7 +1533,7 @@ fn beats_of_a_restarted_rackd_counting_from_zero_again_would_be_ignored() {
 
 #[test]
 fn a_taken_over_connection_keeps_its_translation_and_its_suspension_by_command() {
-    let mut net = Net::connected();
+    let net = Net::connected();
     let mut saved = net.c.saved_flows();
     let moved: SocketAddr = "192.0.2.77:40000".parse().unwrap();
     saved[0].record.local = moved;
