@@ -260,22 +260,30 @@ fn wait_calm(daemons: &[Daemon]) -> Result<Duration> {
 }
 
 /// Checks that managed mode's daemons list all `count` idle connections on `port` and released
-/// mode's daemon none; returns the client daemon's count per state.
+/// mode's daemon none — within a few seconds: a released connection is listed while its rackd
+/// probes the server's (`peer.fallback`, 1.5 s); returns the client daemon's count per state.
 fn check_idle_listing(sc: &Scenario, port: u16, count: u64) -> Result<Vec<(String, u64)>> {
     let mode = sc.mode();
-    let mut listed = Vec::new();
-    for daemon in sc.daemons() {
-        listed.push(daemon.connections_on(port)?);
-    }
-    let counts: Vec<usize> = listed.iter().map(Vec::len).collect();
     let expected = if mode == Mode::Managed { count } else { 0 };
-    if counts.iter().any(|n| *n as u64 != expected) {
-        return Err(check(
-            mode,
-            "idle",
-            format!("{count} connections open, {expected} expected in each daemon's status, listed: {counts:?}"),
-        ));
-    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let mut listed = Vec::new();
+        for daemon in sc.daemons() {
+            listed.push(daemon.connections_on(port)?);
+        }
+        let counts: Vec<usize> = listed.iter().map(Vec::len).collect();
+        if counts.iter().all(|n| *n as u64 == expected) {
+            break listed;
+        }
+        if Instant::now() >= deadline {
+            return Err(check(
+                mode,
+                "idle",
+                format!("{count} connections open, {expected} expected in each daemon's status, listed: {counts:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut states: Vec<(String, u64)> = Vec::new();
     for c in listed.first().into_iter().flatten() {
         let name = c.state.as_str();

@@ -16,6 +16,15 @@ pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// Largest blob accepted after a `restore` line (socket queues are a few MiB at most).
 pub const MAX_ATTACHMENT: u64 = 256 << 20;
 
+/// Whether a request line that could not be served says a blob follows it (`blob_len` above 0):
+/// the bytes after it are then not lines, and the connection cannot go on.
+pub fn declares_attachment(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line)
+        .ok()
+        .and_then(|v| v.get("blob_len").cloned())
+        .is_some_and(|n| n.as_u64() != Some(0))
+}
+
 /// Parses one request line (with or without its newline). Unknown fields are ignored.
 pub fn read_request(line: &[u8]) -> Result<Request, ErrorBody> {
     let bad = |m: String| ErrorBody::new(ErrorCode::BadRequest, m);
@@ -280,5 +289,18 @@ mod tests {
             r#"{"v":1,"ok":false,"error":{"code":"permission_denied","message":"root only"}}"#
         );
         assert_eq!(encode_response(&Response::ok()), r#"{"v":1,"ok":true}"#);
+    }
+
+    #[test]
+    fn only_a_declared_blob_makes_a_bad_line_end_the_connection() {
+        assert!(declares_attachment(
+            b"{\"v\":9,\"cmd\":\"restore\",\"blob_len\":12}\n"
+        ));
+        assert!(declares_attachment(b"{\"cmd\":\"x\",\"blob_len\":\"12\"}"));
+        assert!(!declares_attachment(b"{\"v\":1,\"cmd\":\"x1\"}\n"));
+        assert!(!declares_attachment(
+            b"{\"v\":1,\"cmd\":\"x\",\"blob_len\":0}"
+        ));
+        assert!(!declares_attachment(b"garbage\n"));
     }
 }

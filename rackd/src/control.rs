@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 
 use rackctl::proto::{ErrorBody, ErrorCode, Request, Response};
-use rackctl::server::{encode_response, read_request, MAX_REQUEST_LINE};
+use rackctl::server::{declares_attachment, encode_response, read_request, MAX_REQUEST_LINE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -147,7 +147,8 @@ async fn serve_connection(stream: UnixStream, calls: mpsc::Sender<ControlCall>) 
         let mut in_sync = line.len() <= MAX_REQUEST_LINE;
         let reply = match read_request(&line) {
             Err(body) => {
-                in_sync = false;
+                // A bad line is answered and the next one read, unless a blob follows it.
+                in_sync &= !declares_attachment(&line);
                 Response::error(body).into()
             }
             Ok(request) if request.changes_state() && uid != Some(0) => {

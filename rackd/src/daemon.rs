@@ -217,7 +217,14 @@ async fn event_loop(
                     Ok(drained) => {
                         let now = Instant::now();
                         for s in gone.drain(..) {
-                            engine.on_socket_gone(now, &FlowKey { local: s.local, remote: s.remote });
+                            let key = FlowKey { local: s.local, remote: s.remote };
+                            // A socket of the tuple may live on: a child the listener could not
+                            // queue is destroyed, and the handshake completes with the next one.
+                            if engine.flow(&key).is_some()
+                                && matches!(io.sockets.lookup(&key), Ok(None))
+                            {
+                                engine.on_socket_gone(now, &key);
+                            }
                         }
                         if drained.overrun {
                             tracing::warn!("socket destroy notifications lost: reading the table");

@@ -149,6 +149,12 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 /// An echo exchange from `a` to `b`'s listener; returns what came back.
 fn exchange(p: &Pair, addr: &'static str) -> Vec<u8> {
+    exchange_open(p, addr).0
+}
+
+/// [`exchange`], returning both sockets still open (a closed connection leaves rackd's table at
+/// once).
+fn exchange_open(p: &Pair, addr: &'static str) -> (Vec<u8>, TcpStream, TcpStream) {
     let listener = p
         .run_in(&p.b, move || TcpListener::bind(addr).expect("listen"))
         .join()
@@ -170,8 +176,8 @@ fn exchange(p: &Pair, addr: &'static str) -> Vec<u8> {
         })
         .join()
         .unwrap();
-    let _server_sock = server.join().unwrap();
-    client.1
+    let server_sock = server.join().unwrap();
+    (client.1, client.0, server_sock)
 }
 
 fn connections(status: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -187,8 +193,11 @@ fn two_rackds_recognise_each_other_and_show_one_connection_id() {
     let (a, b) = (p.a.clone(), p.b.clone());
     p.start_rackd(&a);
     p.start_rackd(&b);
+    let mut open = Vec::new();
     for addr in ["192.0.2.2:5001", "[2001:db8::2]:5002"] {
-        assert_eq!(exchange(&p, addr), b"hello", "data through {addr}");
+        let (echo, c, s) = exchange_open(&p, addr);
+        assert_eq!(echo, b"hello", "data through {addr}");
+        open.push((c, s));
     }
     let (sa, sb) = (p.status(&a), p.status(&b));
     assert!(["native", "compat"].contains(&sa["daemon"]["queue_mode"].as_str().unwrap_or("")));

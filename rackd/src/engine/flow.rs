@@ -229,6 +229,20 @@ impl Flow {
         Some(ConnId(u64::from(client) << 32 | u64::from(server)))
     }
 
+    /// A server flow of a SYN without the option, kept only in case the client's rackd probes
+    /// (see `Message::Probe`): not offered protection yet, so not listed.
+    pub fn awaits_probe(&self) -> bool {
+        self.role == Role::Server
+            && matches!(
+                self.state,
+                State::Negotiating {
+                    token_peer: None,
+                    ..
+                }
+            )
+            && matches!(self.init, Init::Idle)
+    }
+
     /// Held by rackd: suspended (by failure or by command).
     pub fn is_suspended(&self) -> bool {
         matches!(self.state, State::Suspended { .. })

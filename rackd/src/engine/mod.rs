@@ -273,8 +273,10 @@ impl Engine {
         self.flows.get(key)
     }
 
+    /// The connections rackd offers protection to (not the option-less SYNs it remembers in
+    /// case of a probe).
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
-        self.flows.values()
+        self.flows.values().filter(|f| !f.awaits_probe())
     }
 
     /// When the last authenticated heartbeat from the flow's peer arrived.
@@ -1337,7 +1339,11 @@ impl Engine {
             self.close(key);
         }
         for key in plain {
-            self.release(key);
+            if self.flows.get(&key).is_some_and(Flow::awaits_probe) {
+                self.remove(&key); // never offered, so not counted as released
+            } else {
+                self.release(key);
+            }
         }
         for (key, packet) in resend {
             self.inject(key, packet);
@@ -1394,7 +1400,7 @@ impl Engine {
     /// kept, so those slots count the totals so far).
     pub fn state_counts(&self) -> [u64; 6] {
         let mut counts = [0u64; 6];
-        for f in self.flows.values() {
+        for f in self.flows() {
             let i = State::NAMES
                 .iter()
                 .position(|n| *n == f.state.name())
