@@ -106,7 +106,8 @@ fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) 
     Ok(())
 }
 
-fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+/// `addr` as the C socket address the kernel's calls take, with its length.
+pub(crate) fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {

@@ -689,41 +689,6 @@ fn set_struct<T>(
     Ok(())
 }
 
-fn to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data for which all zeroes is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
 fn from_sockaddr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
     match libc::c_int::from(storage.ss_family) {
         libc::AF_INET => {
@@ -771,7 +736,7 @@ fn sock_name(fd: BorrowedFd<'_>, f: NameFn) -> io::Result<SocketAddr> {
 }
 
 fn bind(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<()> {
-    let (storage, len) = to_sockaddr(addr);
+    let (storage, len) = crate::inject::sockaddr(&addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
     let rc = unsafe {
         libc::bind(
@@ -787,7 +752,7 @@ fn bind(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<()> {
 }
 
 fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<()> {
-    let (storage, len) = to_sockaddr(addr);
+    let (storage, len) = crate::inject::sockaddr(&addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
     let rc = unsafe {
         libc::connect(
@@ -810,7 +775,7 @@ mod tests {
     fn sockaddr_conversion_round_trips() {
         for a in ["192.0.2.7:4000", "[2001:db8::5]:22", "[2001:db8::5%3]:22"] {
             let a: SocketAddr = a.parse().unwrap();
-            let (s, _) = to_sockaddr(a);
+            let (s, _) = crate::inject::sockaddr(&a);
             assert_eq!(from_sockaddr(&s).unwrap(), a);
         }
     }
