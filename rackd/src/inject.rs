@@ -31,7 +31,7 @@ impl Injector {
             IpAddr::V4(a) => (&self.v4, SocketAddr::V4(SocketAddrV4::new(a, 0))),
             IpAddr::V6(a) => (&self.v6, SocketAddr::V6(SocketAddrV6::new(a, 0, 0, 0))),
         };
-        let (storage, len) = sockaddr(&addr);
+        let (storage, len) = crate::sys::sockaddr(&addr);
         // SAFETY: `packet` is valid for its length; `storage` holds a sockaddr of `len` bytes.
         let n = unsafe {
             libc::sendto(
@@ -104,42 +104,6 @@ fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) 
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// `addr` as the C socket address the kernel's calls take, with its length.
-pub(crate) fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage, which is suitably aligned.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage, which is suitably aligned.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
 }
 
 #[cfg(test)]

@@ -19,3 +19,4 @@ pub mod service;
 pub mod sockdiag;
 pub mod sockets;
 pub mod status;
+pub mod sys;

@@ -758,21 +758,8 @@ fn set_option<T>(
     value: &T,
     call: &'static str,
 ) -> Result<(), SysError> {
-    // SAFETY: `value` is a live, initialised T for the duration of the call and its exact size
-    // is passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(SysError::last(call));
-    }
-    Ok(())
+    crate::sys::setsockopt(fd.as_fd(), level, name, value)
+        .map_err(|source| SysError { call, source })
 }
 
 /// Receives one datagram into `buf` and returns its real length, which exceeds `buf.len()` when

@@ -27,6 +27,8 @@ use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::sys::{bind, connect};
+
 use serde::{Deserialize, Serialize};
 
 /// `TCP_REPAIR_QUEUE` values (include/uapi/linux/tcp.h).
@@ -428,7 +430,7 @@ impl Prepared {
             &image.recv_queue,
             "refilling the receive queue",
         )?;
-        set_struct(fd, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &image.window)
+        crate::sys::setsockopt(fd, libc::SOL_TCP, libc::TCP_REPAIR_WINDOW, &image.window)
             .map_err(kernel("TCP_REPAIR_WINDOW"))?;
         Ok(Prepared {
             sock,
@@ -643,7 +645,7 @@ fn set_int(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    set_struct(fd, level, name, &value)
+    crate::sys::setsockopt(fd, level, name, &value)
 }
 
 /// getsockopt into a plain-data `T` (integers only, any bit pattern valid).
@@ -665,28 +667,6 @@ fn get_struct<T: Copy>(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int
     }
     // SAFETY: zero-initialised, and T is plain integers for which any bytes are valid.
     Ok(unsafe { value.assume_init() })
-}
-
-fn set_struct<T>(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    // SAFETY: `value` is a live `T` of `size_of::<T>()` bytes.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn from_sockaddr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
@@ -735,38 +715,6 @@ fn sock_name(fd: BorrowedFd<'_>, f: NameFn) -> io::Result<SocketAddr> {
     from_sockaddr(&storage)
 }
 
-fn bind(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<()> {
-    let (storage, len) = crate::inject::sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<()> {
-    let (storage, len) = crate::inject::sockaddr(&addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -775,7 +723,7 @@ mod tests {
     fn sockaddr_conversion_round_trips() {
         for a in ["192.0.2.7:4000", "[2001:db8::5]:22", "[2001:db8::5%3]:22"] {
             let a: SocketAddr = a.parse().unwrap();
-            let (s, _) = crate::inject::sockaddr(&a);
+            let (s, _) = crate::sys::sockaddr(&a);
             assert_eq!(from_sockaddr(&s).unwrap(), a);
         }
     }
