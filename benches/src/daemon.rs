@@ -10,6 +10,8 @@ use crate::{procstat, Error, Result};
 
 /// How long a daemon may take to answer on its control socket after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an `nft` command may take.
+const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -100,6 +102,13 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL, which leaves its nftables table behind as a crash does
+    /// (queues fail open with nobody reading them), and reaps it.
+    pub fn kill(self) -> Result<()> {
+        self.process.kill()?;
+        Ok(())
+    }
+
     /// The host it runs in.
     pub fn host(&self) -> &str {
         &self.host
@@ -160,6 +169,38 @@ impl Daemon {
 fn status_at(socket: &Path) -> std::result::Result<Status, String> {
     let mut client = rackctl::client::Client::connect(socket).map_err(|e| e.to_string())?;
     client.status().map_err(|e| e.to_string())
+}
+
+/// The name of rackd's nftables table (inet family) with the built-in configuration.
+pub const TABLE: &str = "rackd";
+
+/// Installs rackd's table in `host` the way a crashed daemon leaves it: starts rackd (control
+/// socket and configuration in `dir`), SIGKILLs it and checks that the table stayed.
+pub fn install_orphan_table(rackd: &Path, host: &Host, dir: &Path) -> Result<()> {
+    Daemon::start(rackd, host, dir)?.kill()?;
+    if has_table(host)? {
+        Ok(())
+    } else {
+        Err(Error::Daemon {
+            host: host.name().to_owned(),
+            detail: format!("no nftables table inet {TABLE} left after SIGKILL"),
+        })
+    }
+}
+
+/// Whether `host` has rackd's table.
+pub fn has_table(host: &Host) -> Result<bool> {
+    let listing = host
+        .command("nft")
+        .args(["list", "table", "inet", TABLE])
+        .run(NFT_TIMEOUT)?;
+    Ok(listing.success())
+}
+
+/// Deletes rackd's table from `host` (which must have it).
+pub fn remove_table(host: &Host) -> Result<()> {
+    host.run("nft", ["delete", "table", "inet", TABLE])?;
+    Ok(())
 }
 
 /// Whether `state` shows that the daemon noticed a failed path.

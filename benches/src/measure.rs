@@ -11,6 +11,7 @@ use crate::peer::{
     monotonic_ns, BulkResult, ConnectResult, Direction, HoldResult, PingResult, LOCAL_LINE,
 };
 use crate::plan::Plan;
+use crate::report::cost;
 use crate::samples::Samples;
 use crate::scenario::{parse_json_line, poll, Scenario, SERVICE_PORT};
 use crate::{Error, Result};
@@ -130,6 +131,49 @@ pub fn pingpong(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> 
     samples.add("rr_p50", mode, result.p50_ns as f64 / 1e3);
     samples.add("rr_p99", mode, result.p99_ns as f64 / 1e3);
     samples.raw(mode, "pingpong", rep, &result);
+    Ok(())
+}
+
+/// One pair of round-trip runs in a table-only scenario, one with rackd's table and one
+/// without (which goes first alternates with `rep`); the table is installed again at the end.
+/// Records the difference of the median round trips and the median without the table.
+pub fn table_cost(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
+    if sc.mode() != Mode::TableOnly {
+        return Ok(());
+    }
+    let addr = sc.server_addr(SERVICE_PORT);
+    let run = args(&[&"pingpong", &addr, &"--count", &plan.cost_round_trips]);
+    let median_rt = |what: &str| -> Result<f64> {
+        let result: PingResult = sc.run_client(&run, RUN_TIMEOUT)?;
+        if result.round_trips != plan.cost_round_trips || result.p50_ns == 0 {
+            return Err(check(
+                sc.mode(),
+                "table cost",
+                format!("{what}: implausible result {result:?}"),
+            ));
+        }
+        Ok(result.p50_ns as f64)
+    };
+    let (with, without) = if rep % 2 == 0 {
+        let with = median_rt("with table")?;
+        sc.set_table(false)?;
+        let without = median_rt("without table")?;
+        sc.set_table(true)?;
+        (with, without)
+    } else {
+        sc.set_table(false)?;
+        let without = median_rt("without table")?;
+        sc.set_table(true)?;
+        (median_rt("with table")?, without)
+    };
+    samples.add(cost::DELTA_KEY, Mode::TableOnly, with - without);
+    samples.add(cost::BASE_KEY, Mode::TableOnly, without);
+    samples.raw(
+        Mode::TableOnly,
+        "table_cost",
+        rep,
+        serde_json::json!({ "with_p50_ns": with, "without_p50_ns": without }),
+    );
     Ok(())
 }
 
@@ -316,6 +360,9 @@ enum Watch<'a> {
 /// Time to detect a cut and time from restoring the path to data flowing again.
 pub fn failure(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
     let mode = sc.mode();
+    if mode.is_reference() {
+        return Ok(());
+    }
     let addr = sc.server_addr(SERVICE_PORT);
     let probe = sc.client().spawn(
         sc.peer(),
@@ -367,7 +414,8 @@ pub fn failure(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> R
         _ => None,
     };
     let outage_ns = plan.outage_ms * 1_000_000;
-    let restore_due = (cut_at + outage_ns).max(detected_at.map_or(0, |t| t + 100_000_000));
+    let held_ns = plan.held_ms * 1_000_000;
+    let restore_due = (cut_at + outage_ns).max(detected_at.map_or(0, |t| t + held_ns));
     std::thread::sleep(Duration::from_nanos(
         restore_due.saturating_sub(monotonic_ns()),
     ));

@@ -6,10 +6,16 @@ use serde::{Deserialize, Serialize};
 
 /// Where a measurement was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Plain TCP, no rackd anywhere.
     Native,
+    /// Plain TCP again, in a topology of its own: native against itself (A/A) shows how far
+    /// two identical setups differ by chance, the noise floor of every ratio.
+    NativeB,
+    /// rackd's nftables table installed in both hosts, no daemon running (started, then
+    /// SIGKILLed: the table stays and fails open). Isolates the per-packet cost of the chains.
+    TableOnly,
     /// rackd on the client only: the server has none, so connections are released.
     Released,
     /// rackd on both hosts: connections are managed.
@@ -18,20 +24,34 @@ pub enum Mode {
 
 impl Mode {
     /// All modes, native first.
-    pub const ALL: [Mode; 3] = [Mode::Native, Mode::Released, Mode::Managed];
+    pub const ALL: [Mode; 5] = [
+        Mode::Native,
+        Mode::NativeB,
+        Mode::TableOnly,
+        Mode::Released,
+        Mode::Managed,
+    ];
 
-    /// `native`, `released` or `managed`.
+    /// `native`, `native-b`, `table-only`, `released` or `managed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Native => "native",
+            Mode::NativeB => "native-b",
+            Mode::TableOnly => "table-only",
             Mode::Released => "released",
             Mode::Managed => "managed",
         }
     }
 
-    /// Whether rackd runs in this mode.
+    /// Whether a rackd daemon runs in this mode.
     pub fn has_daemon(self) -> bool {
-        self != Mode::Native
+        matches!(self, Mode::Released | Mode::Managed)
+    }
+
+    /// Whether the mode serves only as a reference for the traffic measurements (noise floor,
+    /// cost of the table) and sits out the failure scenario, where it would show nothing new.
+    pub fn is_reference(self) -> bool {
+        matches!(self, Mode::NativeB | Mode::TableOnly)
     }
 }
 
@@ -64,6 +84,11 @@ impl Goal {
             Goal::PlusAtMost(d) => value - native? <= d,
             Goal::AtMost(v) => value <= v,
         })
+    }
+
+    /// Whether the goal compares with native as a ratio (so the noise of ratios applies).
+    pub fn is_ratio(self) -> bool {
+        matches!(self, Goal::RatioAtLeast(_) | Goal::RatioAtMost(_))
     }
 
     /// The goal as the table shows it, e.g. `≥ 0.97×`.
@@ -207,10 +232,10 @@ pub fn metric(key: &str) -> &'static Metric {
 }
 
 impl Metric {
-    /// The goal for `mode` (native has none).
+    /// The goal for `mode` (the reference modes have none).
     pub fn goal(&self, mode: Mode) -> Option<Goal> {
         match mode {
-            Mode::Native => None,
+            Mode::Native | Mode::NativeB | Mode::TableOnly => None,
             Mode::Released => self.released,
             Mode::Managed => self.managed,
         }

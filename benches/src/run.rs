@@ -7,7 +7,7 @@ use crate::measure;
 use crate::metrics::Mode;
 use crate::peer::Direction;
 use crate::plan::Plan;
-use crate::report::{summarize, Meta, Results};
+use crate::report::{summarize, Meta, Results, TableCost};
 use crate::samples::Samples;
 use crate::scenario::{Scenario, Tools};
 use crate::{Error, Result};
@@ -56,6 +56,12 @@ const IDLE: &[Measurement] = &[Measurement {
     run: measure::idle,
 }];
 
+/// The per-packet cost of rackd's table, `plan.cost_pairs` pairs of runs.
+const TABLE_COST: &[Measurement] = &[Measurement {
+    name: "round trips with and without rackd's table",
+    run: |sc, plan, rep, s| measure::table_cost(sc, plan, rep, s),
+}];
+
 /// Failure detection and restore, repeated `plan.failure_reps` times.
 const FAILURE: &[Measurement] = &[Measurement {
     name: "failure and restore",
@@ -94,6 +100,7 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
     let mut samples = Samples::default();
     for (measurements, reps) in [
         (TRAFFIC, plan.reps),
+        (TABLE_COST, plan.cost_pairs),
         (IDLE, plan.idle_reps),
         (FAILURE, plan.failure_reps),
     ] {
@@ -118,6 +125,7 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
         cpu_model: cpu_model(),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         loadavg_at_start,
+        loadavg_at_end: read_trimmed("/proc/loadavg"),
         rackd_config: "built-in defaults".into(),
         duration_s: started.elapsed().as_secs_f64(),
     };
@@ -125,6 +133,7 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
         meta,
         plan: plan.clone(),
         rows: summarize(&samples),
+        table_cost: TableCost::from_samples(&samples),
         samples,
     })
 }

@@ -9,7 +9,7 @@ use netns_tests::{Host, Process, Topology};
 use rackctl::proto::ConnState;
 use serde::de::DeserializeOwned;
 
-use crate::daemon::Daemon;
+use crate::daemon::{has_table, install_orphan_table, remove_table, Daemon};
 use crate::metrics::Mode;
 use crate::{Error, Result};
 
@@ -101,6 +101,20 @@ impl Scenario {
         Ok(())
     }
 
+    /// Installs (`true`) or removes rackd's table in the hosts of a table-only scenario, so
+    /// that the same topology can be measured with and without it.
+    pub fn set_table(&self, installed: bool) -> Result<()> {
+        for name in table_hosts(self.mode) {
+            let host = self.topo.host(name);
+            if installed {
+                install_orphan_table(&self.rackd, host, &self.dir.join(name))?;
+            } else {
+                remove_table(host)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Which mode this is.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -180,7 +194,14 @@ impl Scenario {
             detail,
         };
         match self.mode {
-            Mode::Native => {}
+            Mode::Native | Mode::NativeB => {}
+            Mode::TableOnly => {
+                for name in table_hosts(self.mode) {
+                    if !has_table(self.topo.host(name))? {
+                        return Err(wrong(format!("host {name} has no rackd table")));
+                    }
+                }
+            }
             Mode::Released => {
                 let daemon = &self.daemons[0];
                 wait_until(STATUS_TIMEOUT, || {
@@ -230,13 +251,25 @@ impl Drop for Scenario {
     }
 }
 
-/// Starts the daemons `mode` has: none, the client's, or the client's and the server's.
-fn start_daemons(mode: Mode, rackd: &Path, topo: &Topology, dir: &Path) -> Result<Vec<Daemon>> {
-    let hosts: &[&str] = match mode {
-        Mode::Native => &[],
+/// The hosts that get rackd's table in `mode`.
+fn table_hosts(mode: Mode) -> &'static [&'static str] {
+    match mode {
+        Mode::Native | Mode::NativeB => &[],
         Mode::Released => &["client"],
-        Mode::Managed => &["client", "server"],
-    };
+        Mode::Managed | Mode::TableOnly => &["client", "server"],
+    }
+}
+
+/// Starts the daemons `mode` has: none, the client's, or the client's and the server's. In
+/// table-only mode they are started and killed at once, leaving their tables behind.
+fn start_daemons(mode: Mode, rackd: &Path, topo: &Topology, dir: &Path) -> Result<Vec<Daemon>> {
+    let hosts = table_hosts(mode);
+    if !mode.has_daemon() {
+        for name in hosts {
+            install_orphan_table(rackd, topo.host(name), &dir.join(name))?;
+        }
+        return Ok(Vec::new());
+    }
     hosts
         .iter()
         .map(|name| Daemon::start(rackd, topo.host(name), &dir.join(name)))

@@ -1,6 +1,7 @@
 //! The results of a run: medians, ratios against native, verdicts against the targets, and
 //! the three output files (markdown table, JSON with every sample, SVG plot of the ratios).
 
+pub mod cost;
 mod svg;
 mod table;
 
@@ -11,7 +12,9 @@ use serde::Serialize;
 use crate::metrics::{Metric, Mode, METRICS};
 use crate::plan::Plan;
 use crate::samples::Samples;
-use crate::stats::median;
+use crate::stats::{median, Spread};
+
+pub use cost::TableCost;
 use crate::{Error, Result};
 
 pub use svg::render as render_svg;
@@ -30,6 +33,8 @@ pub struct Meta {
     pub kernel: String,
     /// /proc/loadavg at the start (other work on the machine skews the numbers).
     pub loadavg_at_start: String,
+    /// /proc/loadavg at the end.
+    pub loadavg_at_end: String,
     /// The rackd configuration used.
     pub rackd_config: String,
     /// Wall time of the whole run in seconds.
@@ -56,6 +61,9 @@ pub enum Verdict {
     Pass,
     /// Target missed.
     Miss,
+    /// The ratio differs from 1 by less than the noise of ratios in this run (the row's
+    /// `noise`): neither pass nor miss can be told.
+    WithinNoise,
     /// Target exists but there is nothing to judge (not implemented yet).
     NotApplicable,
     /// No target for this metric and mode.
@@ -63,23 +71,29 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// As shown in the table.
-    pub fn as_str(self) -> &'static str {
+    /// As shown in the table; `noise` is the row's noise (relative), named by `WithinNoise`.
+    pub fn text(self, noise: Option<f64>) -> String {
         match self {
-            Verdict::Pass => "pass",
-            Verdict::Miss => "**miss**",
-            Verdict::NotApplicable => "n/a",
-            Verdict::NoTarget => "—",
+            Verdict::Pass => "pass".into(),
+            Verdict::Miss => "**miss**".into(),
+            Verdict::WithinNoise => format!(
+                "within noise (±{:.0} %)",
+                noise.unwrap_or(f64::NAN) * 100.0
+            ),
+            Verdict::NotApplicable => "n/a".into(),
+            Verdict::NoTarget => "—".into(),
         }
     }
 }
 
-/// The result of a rackd mode for one metric.
+/// The result of a mode for one metric.
 #[derive(Debug, Clone, Serialize)]
 pub struct Judged {
     /// Median or reason.
     pub cell: Cell,
-    /// Median / native median.
+    /// How the samples scatter around the median.
+    pub spread: Option<Spread>,
+    /// Median / native median (none for native itself).
     pub ratio: Option<f64>,
     /// The target, as text.
     pub target: Option<String>,
@@ -98,8 +112,16 @@ pub struct Row {
     pub unit: &'static str,
     /// Whether larger is better.
     pub higher_is_better: bool,
-    /// Native median.
-    pub native: Cell,
+    /// Native TCP.
+    pub native: Judged,
+    /// Native TCP in a second topology: its ratio is the A/A comparison.
+    pub native_b: Judged,
+    /// rackd's table installed, no daemon.
+    pub table_only: Judged,
+    /// How far a ratio may stray from 1 by chance in this run (relative): the larger of the
+    /// A/A deviation |native B / native − 1| and half the interquartile range of either
+    /// native's samples. None without native samples in both topologies.
+    pub noise: Option<f64>,
     /// Released connections.
     pub released: Judged,
     /// Managed connections.
@@ -115,6 +137,8 @@ pub struct Results {
     pub plan: Plan,
     /// The summary table.
     pub rows: Vec<Row>,
+    /// The per-packet cost of rackd's table, if measured.
+    pub table_cost: Option<TableCost>,
     /// Every sample.
     pub samples: Samples,
 }
@@ -129,7 +153,13 @@ fn cell(samples: &Samples, metric: &Metric, mode: Mode) -> Cell {
     }
 }
 
-fn judge(samples: &Samples, metric: &Metric, mode: Mode, native: Option<f64>) -> Judged {
+fn judge(
+    samples: &Samples,
+    metric: &Metric,
+    mode: Mode,
+    native: Option<f64>,
+    noise: Option<f64>,
+) -> Judged {
     let cell = cell(samples, metric, mode);
     let value = match cell {
         Cell::Median(v) => Some(v),
@@ -139,10 +169,13 @@ fn judge(samples: &Samples, metric: &Metric, mode: Mode, native: Option<f64>) ->
     let goal = metric.goal(mode);
     let verdict = match (goal, value) {
         (None, _) => Verdict::NoTarget,
-        (Some(goal), Some(v)) => match goal.met(v, native) {
-            Some(true) => Verdict::Pass,
-            Some(false) => Verdict::Miss,
-            None => Verdict::NotApplicable,
+        (Some(goal), Some(v)) => match (goal.met(v, native), ratio, noise) {
+            (None, _, _) => Verdict::NotApplicable,
+            (Some(_), Some(r), Some(n)) if goal.is_ratio() && (r - 1.0).abs() <= n => {
+                Verdict::WithinNoise
+            }
+            (Some(true), _, _) => Verdict::Pass,
+            (Some(false), _, _) => Verdict::Miss,
         },
         (Some(_), None) => match samples.why_unavailable(metric.key, mode) {
             Some(u) if u.miss => Verdict::Miss,
@@ -151,10 +184,22 @@ fn judge(samples: &Samples, metric: &Metric, mode: Mode, native: Option<f64>) ->
     };
     Judged {
         cell,
+        spread: Spread::of(samples.get(metric.key, mode)),
         ratio,
         target: goal.map(|g| g.describe(metric.unit)),
         verdict,
     }
+}
+
+/// The noise of ratios of `metric` in this run (see [`Row::noise`]).
+fn noise(samples: &Samples, metric: &Metric) -> Option<f64> {
+    let (a, b) = (
+        samples.get(metric.key, Mode::Native),
+        samples.get(metric.key, Mode::NativeB),
+    );
+    let aa = (median(b)? / median(a)? - 1.0).abs();
+    let half_iqr = |s: &[f64]| Spread::of(s).map_or(0.0, |s| s.half_iqr());
+    Some(aa.max(half_iqr(a)).max(half_iqr(b)))
 }
 
 /// The summary rows of `samples`, in table order.
@@ -162,18 +207,23 @@ pub fn summarize(samples: &Samples) -> Vec<Row> {
     METRICS
         .iter()
         .map(|m| {
-            let native = cell(samples, m, Mode::Native);
-            let native_value = match native {
+            let native = judge(samples, m, Mode::Native, None, None);
+            let native_value = match native.cell {
                 Cell::Median(v) => Some(v),
                 _ => None,
             };
+            let noise = noise(samples, m);
+            let judge = |mode| judge(samples, m, mode, native_value, noise);
             Row {
                 metric: m.key,
                 label: m.label,
                 unit: m.unit,
                 higher_is_better: m.higher_is_better,
-                released: judge(samples, m, Mode::Released, native_value),
-                managed: judge(samples, m, Mode::Managed, native_value),
+                native_b: judge(Mode::NativeB),
+                table_only: judge(Mode::TableOnly),
+                released: judge(Mode::Released),
+                managed: judge(Mode::Managed),
+                noise,
                 native,
             }
         })
@@ -251,11 +301,50 @@ mod tests {
     fn medians_ratios_and_verdicts() {
         let rows = summarize(&samples());
         let bulk = row(&rows, "bulk_1_up");
-        assert_eq!(bulk.native, Cell::Median(10.0));
+        assert_eq!(bulk.native.cell, Cell::Median(10.0));
         assert_eq!(bulk.released.cell, Cell::Median(9.9));
         assert_eq!(bulk.released.verdict, Verdict::Pass); // 0.99 ≥ 0.99
         assert!((bulk.managed.ratio.unwrap() - 0.92).abs() < 1e-9);
         assert_eq!(bulk.managed.verdict, Verdict::Miss); // 0.92 < 0.97
+    }
+
+    #[test]
+    fn ratios_closer_to_one_than_the_noise_are_within_noise() {
+        let mut s = samples();
+        // A/A: native B's median is 10 % off native's, so the noise is at least ±10 %.
+        for v in [11.0, 10.0, 12.0] {
+            s.add("bulk_1_up", Mode::NativeB, v);
+        }
+        let rows = summarize(&s);
+        let bulk = row(&rows, "bulk_1_up");
+        assert!((bulk.noise.unwrap() - 0.1).abs() < 1e-9);
+        assert!((bulk.native_b.ratio.unwrap() - 1.1).abs() < 1e-9);
+        // Managed 0.92× misses 0.97×, but by less than the noise.
+        assert_eq!(bulk.managed.verdict, Verdict::WithinNoise);
+        assert_eq!(
+            bulk.managed.verdict.text(bulk.noise),
+            "within noise (±10 %)"
+        );
+        assert_eq!(bulk.native.ratio, None);
+        // Without a second native topology there is no noise estimate: plain verdicts.
+        assert_eq!(row(&summarize(&samples()), "bulk_1_up").noise, None);
+    }
+
+    #[test]
+    fn a_ratio_beyond_the_noise_keeps_its_verdict() {
+        let mut s = samples();
+        for v in [10.0, 9.9, 10.1] {
+            s.add("bulk_1_up", Mode::NativeB, v);
+        }
+        let rows = summarize(&s);
+        let bulk = row(&rows, "bulk_1_up");
+        // Native's own quartiles (9.5, 10.5) make the noise ±5 %.
+        assert!((bulk.noise.unwrap() - 0.05).abs() < 1e-9);
+        assert_eq!(bulk.managed.verdict, Verdict::Miss); // 0.92×: 8 % off
+        assert_eq!(bulk.released.verdict, Verdict::WithinNoise); // 0.99×
+        let spread = bulk.native.spread.unwrap();
+        assert_eq!(spread.n, 3);
+        assert!((spread.p25 + 0.05).abs() < 1e-9 && (spread.p75 - 0.05).abs() < 1e-9);
     }
 
     #[test]
