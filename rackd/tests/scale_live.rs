@@ -175,28 +175,49 @@ fn queue_drops(host: &Host) -> (u64, u64) {
     })
 }
 
+/// The host's TCP counters: the `Tcp` line of /proc/net/snmp and the `TcpExt` lines of
+/// /proc/net/netstat, as (name, value) pairs (names prefixed `Tcp.` / `TcpExt.`).
+fn tcp_counters(host: &Host) -> Vec<(String, u64)> {
+    let mut all = Vec::new();
+    for (file, prefix) in [("/proc/net/snmp", "Tcp:"), ("/proc/net/netstat", "TcpExt:")] {
+        let out = host
+            .run("cat", [file])
+            .unwrap_or_else(|e| panic!("reading {file}: {e}"));
+        let lines: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .collect();
+        assert_eq!(lines.len(), 2, "{prefix} header and values in {file}");
+        let group = prefix.trim_end_matches(':');
+        all.extend(
+            lines[0]
+                .split_whitespace()
+                .zip(lines[1].split_whitespace())
+                .skip(1)
+                .filter_map(|(n, v)| Some((format!("{group}.{n}"), v.parse().ok()?))),
+        );
+    }
+    all
+}
+
 /// A counter from the `TcpExt` lines of the host's /proc/net/netstat.
 fn tcp_ext(host: &Host, name: &str) -> u64 {
-    let out = host
-        .run("cat", ["/proc/net/netstat"])
-        .expect("reading /proc/net/netstat");
-    let lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("TcpExt:"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        2,
-        "TcpExt header and values in /proc/net/netstat"
-    );
-    let names = lines[0].split_whitespace();
-    let values = lines[1].split_whitespace();
-    names
-        .zip(values)
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
+    let full = format!("TcpExt.{name}");
+    tcp_counters(host)
+        .into_iter()
+        .find_map(|(n, v)| (n == full).then_some(v))
         .unwrap_or_else(|| panic!("no TcpExt {name} in /proc/net/netstat"))
+}
+
+/// The host's non-zero TCP counters, for failure messages.
+fn nonzero_tcp_counters(host: &Host) -> String {
+    tcp_counters(host)
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What a status watch saw on some ports: the most connections each daemon showed connected at
@@ -487,10 +508,14 @@ const TABLE_EMPTY_WITHIN: Duration = Duration::from_secs(6);
 
 /// One short connection: send the number, get it back, and the server's close.
 async fn short_connection(to: SocketAddr, n: u64) -> Result<(), String> {
-    let fail = |what: &str, e: io::Error| format!("short connection {n} to {to}: {what}: {e}");
     let mut s = tokio::net::TcpStream::connect(to)
         .await
-        .map_err(|e| fail("connect", e))?;
+        .map_err(|e| format!("short connection {n} to {to}: connect: {e}"))?;
+    let from = s
+        .local_addr()
+        .map_err(|e| format!("short connection {n}: {e}"))?;
+    let fail =
+        |what: &str, e: io::Error| format!("short connection {n} from {from} to {to}: {what}: {e}");
     s.write_all(&n.to_be_bytes())
         .await
         .map_err(|e| fail("write", e))?;
@@ -669,7 +694,19 @@ fn up_to_a_hundred_thousand_short_connections_leave_no_flows_and_no_memory_behin
         results
             .recv()
             .expect("client thread answers")
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\nclient rackd (warnings):\n{}\nserver rackd (warnings):\n{}\nclient \
+                     status: {:?}\nserver status: {:?}\nclient TCP counters: {}\nserver TCP \
+                     counters: {}",
+                    cd.log_tail(),
+                    sd.log_tail(),
+                    cd.try_status().map(|s| s.daemon),
+                    sd.try_status().map(|s| s.daemon),
+                    nonzero_tcp_counters(client),
+                    nonzero_tcp_counters(server),
+                )
+            })
     };
 
     let ((warm, _), warm_peaks) = sampling_peaks(daemons, || run(SHORT_WARMUP, SHORT_BUDGET));
