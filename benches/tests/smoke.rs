@@ -105,7 +105,29 @@ fn quick_run_measures_every_mode_and_writes_parsable_results() {
         );
     }
 
+    // The reference modes: native again (noise floor) and rackd's table without a daemon.
+    for mode in ["native-b", "table-only"] {
+        for metric in ["bulk_1_up", "bulk_8_down", "rr_p50", "connect_rate"] {
+            let v = values(&json, metric, mode);
+            assert!(
+                !v.is_empty() && v.iter().all(|v| *v > 0.0),
+                "{mode} {metric}: {v:?}"
+            );
+        }
+    }
+    assert!(
+        json["rows"][0]["noise"].as_f64().is_some(),
+        "no noise estimate: {}",
+        json["rows"][0]
+    );
+    assert_eq!(json["table_cost"]["pairs"], 2, "{}", json["table_cost"]);
+    assert!(json["table_cost"]["base_ns"].as_f64().unwrap_or(0.0) > 0.0);
+
     let table = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(
+        table.contains("Per-packet cost of rackd's table"),
+        "{table}"
+    );
     for metric in METRICS {
         assert!(
             table.contains(metric.label),

@@ -14,8 +14,8 @@ use crate::plan::Plan;
 use crate::samples::Samples;
 use crate::stats::{median, Spread};
 
-pub use cost::TableCost;
 use crate::{Error, Result};
+pub use cost::TableCost;
 
 pub use svg::render as render_svg;
 pub use table::render as render_table;
@@ -76,10 +76,9 @@ impl Verdict {
         match self {
             Verdict::Pass => "pass".into(),
             Verdict::Miss => "**miss**".into(),
-            Verdict::WithinNoise => format!(
-                "within noise (±{:.0} %)",
-                noise.unwrap_or(f64::NAN) * 100.0
-            ),
+            Verdict::WithinNoise => {
+                format!("within noise (±{:.0} %)", noise.unwrap_or(f64::NAN) * 100.0)
+            }
             Verdict::NotApplicable => "n/a".into(),
             Verdict::NoTarget => "—".into(),
         }

@@ -64,11 +64,7 @@ pub fn render(results: &Results) -> String {
         meta.rackd_config,
         meta.duration_s
     );
-    let _ = writeln!(
-        out,
-        "Load average at the end {}.\n",
-        meta.loadavg_at_end
-    );
+    let _ = writeln!(out, "Load average at the end {}.\n", meta.loadavg_at_end);
     let _ = writeln!(
         out,
         "Medians of {} runs (idle: {}, failure: {}), modes interleaved run by run; bulk {} MiB \
