@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::EdpServer;
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rackd/rackd.toml";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/rackd/control.sock";
 
@@ -103,6 +105,10 @@ pub struct PeerConfig {
     /// When a SYN-ACK comes back without the rackd option (a middlebox stripped it, or no rackd
     /// there), ask the server's daemon over the daemon channel before releasing.
     pub fallback: bool,
+    /// User-level EDP servers (`edp::net`) on hosts without rackd: "ADDR:PORT", "[V6]:PORT",
+    /// or a prefix "ADDR/LEN" for any port. Connections to them are probed first (EDP) and,
+    /// if enhanced, initialised in-band; this delays their connect by the probe.
+    pub edp_servers: Vec<String>,
 }
 
 /// The checkpoint hook (docs/checkpoint.md).
@@ -200,6 +206,7 @@ impl Default for PeerConfig {
         Self {
             port: 7113,
             fallback: true,
+            edp_servers: Vec::new(),
         }
     }
 }
@@ -409,7 +416,24 @@ impl Config {
             return invalid("checkpoint.max_age_s", "0".into(), "must be positive");
         }
         self.control.mode_bits()?;
+        self.peer.edp_server_list()?;
         Ok(())
+    }
+}
+
+impl PeerConfig {
+    /// `edp_servers`, parsed; the first bad entry is an error naming it.
+    pub fn edp_server_list(&self) -> Result<Vec<EdpServer>, ConfigError> {
+        self.edp_servers
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|why| ConfigError::Invalid {
+                    key: "peer.edp_servers",
+                    value: s.clone(),
+                    why,
+                })
+            })
+            .collect()
     }
 }
 
@@ -467,6 +491,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn edp_servers_are_addresses_or_prefixes() {
+        let c = parse(
+            "[peer]\nedp_servers = [\"198.51.100.2:7000\", \"[2001:db8::2]:7000\", \"203.0.113.0/24\"]\n",
+        )
+        .unwrap();
+        let list = c.peer.edp_server_list().unwrap();
+        assert!(list[0].matches("198.51.100.2:7000".parse().unwrap()));
+        assert!(!list[0].matches("198.51.100.2:7001".parse().unwrap()));
+        assert!(list[1].matches("[2001:db8::2]:7000".parse().unwrap()));
+        assert!(list[2].matches("203.0.113.77:1".parse().unwrap()));
+        assert!(!list[2].matches("203.0.114.1:1".parse().unwrap()));
+        for bad in ["198.51.100.2", "host:7000", "10.0.0.0/33", "198.51.100.2:0"] {
+            let e = parse(&format!("[peer]\nedp_servers = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("peer.edp_servers") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         kept: crate::addrs::KeptAddresses::new(&nft.table),
         senders: std::collections::HashMap::new(),
         state: crate::persist::StateFile::beside(&cfg.control.socket),
+        probes: crate::edp_probe::Prober::new(cfg.rules.mark),
     };
     let result = event_loop(&info, engine_config(&cfg), sock, io, &mut calls).await;
     control_task.abort();
@@ -154,6 +155,8 @@ struct Io<'a> {
     /// Datagram sockets bound to each local address rackd sends from.
     senders: std::collections::HashMap<std::net::IpAddr, std::net::UdpSocket>,
     state: crate::persist::StateFile,
+    /// EDP probes of user-level servers under way.
+    probes: crate::edp_probe::Prober,
 }
 
 async fn event_loop(
@@ -251,6 +254,9 @@ async fn event_loop(
                 if let Err(e) = io.state.save(&engine) {
                     tracing::warn!("{e}");
                 }
+            }
+            Some((key, enhanced)) = io.probes.next() => {
+                engine.on_edp_probe(Instant::now(), key, enhanced);
             }
             Some(call) = calls.recv() => {
                 answer_call(call, info, &mut engine, &pump.stats, &mut checkpoints, &mut io);
@@ -404,6 +410,7 @@ fn perform(engine: &mut Engine, io: &mut Io<'_>) {
                 }
             }
             Action::Released { key } => tracing::debug!(flow = %key, "plain TCP"),
+            Action::ProbeEdp { key } => io.probes.start(key),
         }
     }
 }
@@ -482,6 +489,8 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         reconnect_window: Duration::from_secs(cfg.reconnect.window_s),
         peer_port: cfg.peer.port,
         fallback: cfg.peer.fallback,
+        // Validated when the configuration was read.
+        edp_servers: cfg.peer.edp_server_list().unwrap_or_default(),
         beat_base: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod edp_probe;
 pub mod engine;
 pub mod inject;
 pub mod packets;

@@ -87,8 +87,10 @@ impl PacketHandler for Handler<'_> {
             hello,
             seq: tcp.seq(),
         };
-        match self.engine.on_syn(now, seen) {
+        let copy = || complete_copy(pkt, mode);
+        match self.engine.on_syn_packet(now, seen, copy) {
             SynVerdict::Pass => Decision::Accept,
+            SynVerdict::Drop => Decision::Drop,
             SynVerdict::AddHello { token } => {
                 if pkt.truncated() {
                     return Decision::Accept;
@@ -125,7 +127,7 @@ fn complete_copy(pkt: &QueuedPacket<'_>, mode: Checksum) -> Option<Vec<u8>> {
 
 /// The SYN with the rackd option added, in `buf` (reused). A rewritten packet leaves the queue
 /// with a complete checksum: the kernel forgets a partial one when a verdict carries a payload.
-fn with_hello(
+pub(crate) fn with_hello(
     packet: &[u8],
     mode: Checksum,
     token: u32,

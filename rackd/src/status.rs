@@ -9,6 +9,9 @@ use crate::daemon::DaemonInfo;
 use crate::engine::{Engine, Flow, State};
 use crate::queue::PumpStats;
 
+/// What status shows as `peer` for a connection to a user-level EDP program (no rackd there).
+pub const USER_PEER: &str = "user-level EDP";
+
 pub fn snapshot(info: &DaemonInfo, engine: &Engine, stats: &PumpStats) -> Status {
     let now = Instant::now();
     let counts = engine.state_counts();
@@ -67,7 +70,7 @@ fn connection(f: &Flow, last_heartbeat: Option<Instant>, now: Instant) -> Connec
         reconnects: f.reconnects,
         bytes_sent: f.bytes_sent,
         bytes_received: f.bytes_received,
-        peer: None,
+        peer: f.user_peer.then(|| USER_PEER.to_owned()),
         last_heartbeat_ms_ago: last_heartbeat.map(|t| now.duration_since(t).as_millis() as u64),
     }
 }

@@ -9,6 +9,7 @@ use edp::message::ConnId;
 use tcpseq::SeqNum;
 
 use super::hold::Hold;
+use super::inband::InBand;
 
 /// A connection as the local socket sees it: its own address and its peer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,6 +181,10 @@ pub struct Flow {
     /// The peer's address before its socket last moved to another host: beats still arriving
     /// from there are late, not news of a move.
     pub moved_from: Option<std::net::IpAddr>,
+    /// A connection to a user-level EDP server being initialised in-band (see `inband`).
+    pub inband: Option<Box<InBand>>,
+    /// The peer is a user-level EDP program, not a rackd: no daemon channel, so no heartbeats.
+    pub user_peer: bool,
     /// From the socket table.
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -208,6 +213,8 @@ impl Flow {
             generation: 0,
             moving: None,
             moved_from: None,
+            inband: None,
+            user_peer: false,
             bytes_sent: 0,
             bytes_received: 0,
         }

@@ -13,9 +13,11 @@
 
 mod flow;
 pub mod hold;
+mod inband;
 mod migrate;
 mod peer;
 mod record;
+mod user_peer;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +32,8 @@ use tcpseq::SeqNum;
 pub use flow::{Dir, Flow, FlowKey, Init, Resync, Role, State};
 use hold::{Hold, SeqState};
 pub use hold::{SegmentSeen, SocketCounters};
+use inband::InBand;
+pub use inband::{EdpServer, InBandError};
 pub use migrate::RestoreState;
 use migrate::{Arrival, Departure};
 use peer::{Peer, Timing};
@@ -79,6 +83,9 @@ pub struct EngineConfig {
     /// First heartbeat number (see `Peer::new`): the daemon starts from the wall clock in
     /// microseconds, which only grows from one run to the next.
     pub beat_base: u64,
+    /// User-level EDP servers on hosts without rackd: connections to them are initialised
+    /// in-band (see `inband`).
+    pub edp_servers: Vec<EdpServer>,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +97,7 @@ impl Default for EngineConfig {
             peer_port: 7113,
             fallback: true,
             beat_base: 0,
+            edp_servers: Vec::new(),
         }
     }
 }
@@ -115,6 +123,8 @@ pub enum SynVerdict {
     AddHello {
         token: u32,
     },
+    /// rackd sends its own version of the packet (in-band EDP); this one must not travel.
+    Drop,
 }
 
 /// What to do with a queued packet of a flow.
@@ -159,6 +169,9 @@ pub enum Action {
     Inject(Vec<u8>),
     /// The connection runs as plain TCP from now on.
     Released { key: FlowKey },
+    /// Probe `key.remote` for a user-level EDP server from `key.local`'s address (EDP's probe
+    /// connection, half-closed at once) and report with [`Engine::on_edp_probe`].
+    ProbeEdp { key: FlowKey },
 }
 
 /// Totals kept after flows are gone.
@@ -289,12 +302,20 @@ impl Engine {
 
     /// Handles a queued SYN or SYN-ACK and says what to do with the packet.
     pub fn on_syn(&mut self, now: Instant, syn: SynSeen) -> SynVerdict {
+        self.on_syn_packet(now, syn, || None)
+    }
+
+    /// Like [`Engine::on_syn`]; `packet` makes a complete copy of the packet, called only when
+    /// rackd keeps one (connections to user-level EDP servers).
+    pub fn on_syn_packet(
+        &mut self,
+        now: Instant,
+        syn: SynSeen,
+        packet: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> SynVerdict {
         match (syn.dir, syn.ack) {
-            (Dir::Out, false) => self.client_syn(now, syn),
-            (Dir::In, true) => {
-                self.client_syn_ack(now, syn);
-                SynVerdict::Pass
-            }
+            (Dir::Out, false) => self.client_syn(now, syn, packet),
+            (Dir::In, true) => self.client_syn_ack(now, syn, packet),
             (Dir::In, false) => {
                 self.server_syn(now, syn);
                 SynVerdict::Pass
@@ -303,8 +324,20 @@ impl Engine {
         }
     }
 
-    fn client_syn(&mut self, now: Instant, syn: SynSeen) -> SynVerdict {
+    fn client_syn(
+        &mut self,
+        now: Instant,
+        syn: SynSeen,
+        packet: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> SynVerdict {
         if let Some(flow) = self.flows.get(&syn.key) {
+            if let (Some(inband), true) = (&flow.inband, flow.isn_local == Some(syn.seq)) {
+                // The socket's retransmission: rackd's own SYN (if any yet) goes in its place.
+                if let Some(p) = inband.on_local_syn() {
+                    self.inject(syn.key, p);
+                }
+                return SynVerdict::Drop;
+            }
             match flow.state {
                 // A retransmitted SYN carries the same token.
                 State::Negotiating { token_local, .. } if flow.isn_local == Some(syn.seq) => {
@@ -326,11 +359,39 @@ impl Engine {
         };
         let mut flow = Flow::new(syn.key, Role::Client, state, now);
         flow.isn_local = Some(syn.seq);
+        if self
+            .cfg
+            .edp_servers
+            .iter()
+            .any(|s| s.matches(syn.key.remote))
+        {
+            // The SYN waits for the probe (see `inband`).
+            if let Some(inband) = packet().and_then(|p| InBand::new(now, p)) {
+                self.wake(inband.poll_timeout());
+                flow.inband = Some(Box::new(inband));
+                self.insert(now, flow);
+                self.actions.push_back(Action::ProbeEdp { key: syn.key });
+                return SynVerdict::Drop;
+            }
+        }
         self.insert(now, flow);
         SynVerdict::AddHello { token }
     }
 
-    fn client_syn_ack(&mut self, now: Instant, syn: SynSeen) {
+    fn client_syn_ack(
+        &mut self,
+        now: Instant,
+        syn: SynSeen,
+        packet: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> SynVerdict {
+        if self.flows.get(&syn.key).is_some_and(|f| f.inband.is_some()) {
+            return self.inband_syn_ack(now, syn.key, packet);
+        }
+        self.plain_syn_ack(now, syn);
+        SynVerdict::Pass
+    }
+
+    fn plain_syn_ack(&mut self, now: Instant, syn: SynSeen) {
         let Some(flow) = self.flows.get_mut(&syn.key) else {
             return;
         };
@@ -1042,6 +1103,9 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(&key) else {
             return SegmentVerdict::Accept;
         };
+        if flow.inband.is_some() {
+            return self.inband_segment(now, dir, key, packet);
+        }
         let Some(hold) = flow.hold.as_mut() else {
             // Connected again (the queue set lags by a moment), or the hold is being set up.
             return if flow.is_suspended() {
@@ -1251,6 +1315,7 @@ impl Engine {
         let mut resend = Vec::new();
         let mut ended = Vec::new();
         let mut plain = Vec::new();
+        let mut inband = Vec::new();
         let mut next = now + SCAN_IDLE;
         for (key, flow) in &mut self.flows {
             if let (Some(r), Some(hold)) = (&mut flow.resync, &flow.hold) {
@@ -1266,6 +1331,13 @@ impl Engine {
             match flow.state {
                 State::Negotiating { token_peer, .. } => {
                     busy = true;
+                    if let Some(i) = &flow.inband {
+                        if i.poll_timeout() <= now {
+                            inband.push(*key);
+                        }
+                        next = next.min(i.poll_timeout());
+                        continue;
+                    }
                     if flow.created + NEGOTIATE_TIMEOUT <= now {
                         timed_out.push(*key);
                         continue;
@@ -1328,6 +1400,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.inband_timers(now, inband);
         for key in timed_out {
             self.counters.negotiation_timeouts += 1;
             self.release(key);

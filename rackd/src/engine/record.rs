@@ -144,6 +144,8 @@ impl Engine {
     pub fn saved_flows(&self) -> Vec<SavedFlow> {
         self.flows
             .values()
+            // A user-level peer has no daemon to resume with: a restart leaves it plain TCP.
+            .filter(|f| !f.user_peer)
             .filter_map(|f| {
                 Some(SavedFlow {
                     record: FlowRecord::of(f)?,

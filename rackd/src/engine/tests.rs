@@ -29,6 +29,7 @@ fn cfg() -> EngineConfig {
         peer_port: 7113,
         fallback: true,
         beat_base: 0,
+        edp_servers: Vec::new(),
     }
 }
 
@@ -49,7 +50,7 @@ fn syn(dir: Dir, key: FlowKey, ack: bool, hello: Option<u32>, seq: SeqNum) -> Sy
 fn hello_of(v: SynVerdict) -> Option<u32> {
     match v {
         SynVerdict::AddHello { token } => Some(token),
-        SynVerdict::Pass => None,
+        SynVerdict::Pass | SynVerdict::Drop => None,
     }
 }
 
