@@ -632,21 +632,40 @@ fn sampling_peaks<T>(daemons: [&Daemon; 2], f: impl FnOnce() -> T) -> (T, Peaks)
 /// Waits until neither daemon lists a connection; returns how long that took.
 fn wait_tables_empty(daemons: [&Daemon; 2], what: &str) -> Duration {
     let start = Instant::now();
-    let mut left = [0, 0];
     loop {
-        for (i, d) in daemons.iter().enumerate() {
-            left[i] = d.connections().len();
-        }
-        if left == [0, 0] {
+        let left = daemons.map(|d| d.connections());
+        if left.iter().all(Vec::is_empty) {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < TABLE_EMPTY_WITHIN,
-            "{what}: {TABLE_EMPTY_WITHIN:?} after the last connection ended, the client rackd \
-             still lists {} connections, the server rackd {}",
-            left[0],
-            left[1]
-        );
+        if start.elapsed() >= TABLE_EMPTY_WITHIN {
+            let listed = |i: usize| {
+                left[i]
+                    .iter()
+                    .take(10)
+                    .map(|c| {
+                        format!(
+                            "\n  {} {} {} -> {} age {} s",
+                            c.id,
+                            c.state.as_str(),
+                            c.local,
+                            c.remote,
+                            c.age_s
+                        )
+                    })
+                    .collect::<String>()
+            };
+            panic!(
+                "{what}: {TABLE_EMPTY_WITHIN:?} after the last connection ended, the client \
+                 rackd still lists {} connections, the server rackd {}:\nclient:{}\nserver:{}\n\
+                 client rackd (warnings):\n{}\nserver rackd (warnings):\n{}",
+                left[0].len(),
+                left[1].len(),
+                listed(0),
+                listed(1),
+                daemons[0].log_tail(),
+                daemons[1].log_tail()
+            );
+        }
         thread::sleep(Duration::from_millis(100));
     }
 }

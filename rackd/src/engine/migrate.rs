@@ -343,7 +343,7 @@ impl Engine {
         }
         self.peers
             .entry(from.ip())
-            .or_insert_with(|| Peer::new(now, self.cfg.beat_base))
+            .or_insert_with(|| Peer::new(now))
             .conns
             .insert(conn_id);
         if wire != flow.wire {
@@ -408,7 +408,7 @@ impl Engine {
         let remote = key.remote.ip();
         self.peers
             .entry(remote)
-            .or_insert_with(|| Peer::new(now, self.cfg.beat_base))
+            .or_insert_with(|| Peer::new(now))
             .conns
             .insert(conn_id);
         let flow = self.flows.get_mut(&key).expect("flow");

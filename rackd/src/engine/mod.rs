@@ -80,8 +80,8 @@ pub struct EngineConfig {
     pub peer_port: u16,
     /// Probe the peer's daemon when the SYN-ACK lacks the option (see `Message::Probe`).
     pub fallback: bool,
-    /// First heartbeat number (see `Peer::new`): the daemon starts from the wall clock in
-    /// microseconds, which only grows from one run to the next.
+    /// Heartbeats are numbered from here on (see `Peer::beat`): the daemon starts from the
+    /// wall clock in microseconds, which only grows from one run to the next.
     pub beat_base: u64,
     /// User-level EDP servers on hosts without rackd: connections to them are initialised
     /// in-band (see `inband`).
@@ -231,6 +231,8 @@ pub struct Engine {
     params: LocalParams,
     cfg: EngineConfig,
     timing: Timing,
+    /// The last heartbeat number sent (see `Peer::beat`).
+    beat_seq: u64,
     negotiating: usize,
     next_scan: Option<Instant>,
     /// See [`Engine::revision`].
@@ -273,6 +275,7 @@ impl Engine {
                 capabilities: Capabilities(Capabilities::RESUME.0 | Capabilities::HEARTBEAT.0),
                 ..LocalParams::default()
             },
+            beat_seq: cfg.beat_base,
             cfg,
             timing,
             negotiating: 0,
@@ -789,7 +792,7 @@ impl Engine {
         let peer = self
             .peers
             .entry(flow.wire.remote.ip())
-            .or_insert_with(|| Peer::new(now, self.cfg.beat_base));
+            .or_insert_with(|| Peer::new(now));
         peer.conns.insert(conn_id);
         tracing::info!(flow = %key, id = %conn_id, "connected");
     }
@@ -936,7 +939,7 @@ impl Engine {
             return;
         };
         // Connections that ended are skipped; the peer is dropped when none is left.
-        while let Some((conn_id, seq, echo)) = peer.beat(now, &self.timing) {
+        while let Some((conn_id, seq, echo)) = peer.beat(now, &self.timing, &mut self.beat_seq) {
             let flow = self.by_conn.get(&conn_id).and_then(|k| self.flows.get(k));
             match flow.and_then(|f| Some((f.session.as_ref()?, f.wire.local.ip()))) {
                 Some((s, from)) => {

@@ -18,7 +18,6 @@ pub struct Peer {
     pub conns: BTreeSet<ConnId>,
     /// Last connection whose key signed a beat, for round-robin.
     rr: Option<ConnId>,
-    tx_seq: u64,
     rx_seq: u64,
     sent: VecDeque<(u64, Instant)>,
     last_rx: Instant,
@@ -42,14 +41,11 @@ pub struct Timing {
 }
 
 impl Peer {
-    /// A peer whose path has just been shown to work (initialisation succeeded). Beats are
-    /// numbered from `beat_base` on: the peer ignores numbers it has seen, so a restarted rackd
-    /// must not count from where its previous run began.
-    pub fn new(now: Instant, beat_base: u64) -> Self {
+    /// A peer whose path has just been shown to work (initialisation succeeded).
+    pub fn new(now: Instant) -> Self {
         Peer {
             conns: BTreeSet::new(),
             rr: None,
-            tx_seq: beat_base,
             rx_seq: 0,
             sent: VecDeque::new(),
             last_rx: now,
@@ -61,21 +57,30 @@ impl Peer {
         }
     }
 
-    /// The next beat to send: (connection whose key signs it, seq, echo).
-    pub fn beat(&mut self, now: Instant, t: &Timing) -> Option<(ConnId, u64, u64)> {
+    /// The next beat to send: (connection whose key signs it, seq, echo). `last_seq` is the
+    /// last number sent to any peer: the peer ignores numbers it has seen, and it may remember
+    /// ours longer than we remember it (its entry outlived ours, or rackd restarted), so
+    /// numbers come from one counter that only grows.
+    pub fn beat(
+        &mut self,
+        now: Instant,
+        t: &Timing,
+        last_seq: &mut u64,
+    ) -> Option<(ConnId, u64, u64)> {
         let conn = self.next_conn()?;
-        self.tx_seq += 1;
+        *last_seq += 1;
+        let seq = *last_seq;
         if self.sent.len() == SENT_MEMORY {
             self.sent.pop_front();
         }
-        self.sent.push_back((self.tx_seq, now));
+        self.sent.push_back((seq, now));
         self.next_beat = now
             + if self.up {
                 t.interval
             } else {
                 t.probe_interval
             };
-        Some((conn, self.tx_seq, self.rx_seq))
+        Some((conn, seq, self.rx_seq))
     }
 
     fn next_conn(&mut self) -> Option<ConnId> {

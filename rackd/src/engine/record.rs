@@ -178,7 +178,7 @@ impl Engine {
         self.by_conn.insert(conn_id, key);
         self.peers
             .entry(record.peer.ip())
-            .or_insert_with(|| Peer::new(now, self.cfg.beat_base))
+            .or_insert_with(|| Peer::new(now))
             .conns
             .insert(conn_id);
         let wire = FlowKey {

@@ -518,6 +518,65 @@ fn heartbeats_keep_a_healthy_connection_connected() {
     assert!(net.c_out.is_empty(), "{:?}", net.c_out);
 }
 
+/// One end forgets the peer (its last connection with it ended) while the other still has a
+/// connection and remembers the beat numbers it saw: a new connection's beats must count.
+#[test]
+fn beats_after_one_end_forgot_the_peer_are_not_taken_for_replays() {
+    let mut net = Net::connected();
+    net.run_for(Duration::from_secs(3));
+    let now = net.now;
+    net.c.on_socket_gone(now, &key_at_client());
+    assert_eq!(net.state(false), "gone");
+    assert_eq!(
+        net.state(true),
+        "connected",
+        "the server has not noticed yet"
+    );
+
+    // A second connection, from another client port.
+    let port = |k: SocketAddr| SocketAddr::new(k.ip(), k.port() + 1);
+    let (c2, s2) = (
+        FlowKey {
+            local: port(key_at_client().local),
+            remote: key_at_client().remote,
+        },
+        FlowKey {
+            local: key_at_server().local,
+            remote: port(key_at_server().remote),
+        },
+    );
+    let h = hello_of(
+        net.c
+            .on_syn(now, syn(Dir::Out, c2, false, None, CLIENT_ISN + 9)),
+    );
+    net.s
+        .on_syn(now, syn(Dir::In, s2, false, h, CLIENT_ISN + 9));
+    let h2 = hello_of(
+        net.s
+            .on_syn(now, syn(Dir::Out, s2, true, None, SERVER_ISN + 9)),
+    );
+    net.c
+        .on_syn(now, syn(Dir::In, c2, true, h2, SERVER_ISN + 9));
+    net.settle();
+    assert_eq!(
+        (state_of(&net.c, c2), state_of(&net.s, s2)),
+        ("connected", "connected")
+    );
+
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        (state_of(&net.c, c2), state_of(&net.s, s2)),
+        ("connected", "connected"),
+        "the path works: neither end may suspend the new connection"
+    );
+    let reconnects = |e: &Engine, k| e.flow(&k).map(|f| f.reconnects);
+    assert_eq!(
+        (reconnects(&net.c, c2), reconnects(&net.s, s2)),
+        (Some(0), Some(0)),
+        "no suspension, not even a passing one"
+    );
+}
+
 #[test]
 fn a_cut_path_is_detected_within_the_detection_time_on_both_ends() {
     let mut net = Net::connected();
