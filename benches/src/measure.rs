@@ -22,6 +22,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_ECHO: Duration = Duration::from_secs(5);
 /// How long data may take to flow again after the path is restored before the run fails.
 const FLOW_LIMIT: Duration = Duration::from_secs(30);
+/// How long to keep watching for the daemon to show a connection connected again after data
+/// flows.
+const RESUME_GRACE_NS: u64 = 2_000_000_000;
 /// How long a managed connection may take to reach `connected` in the daemon's status.
 const CONNECTED_LIMIT: Duration = Duration::from_secs(3);
 /// Idle connections: ports of the servers holding them, one per repetition.
@@ -422,20 +425,48 @@ pub fn failure(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> R
     let before_restore = monotonic_ns();
     sc.topology().restore("client", "server")?;
     let restored_at = monotonic_ns();
-    let mut first_echo = None;
+    // Until data flows again, and until the client's daemon shows the connection connected
+    // again (or for up to RESUME_GRACE after data flows): the two tell apart how long rackd
+    // takes to resume and how long the socket then takes to send.
+    let (mut first_echo, mut resumed_at) = (None, None);
     poll(FLOW_LIMIT, Duration::from_millis(5), || {
-        first_echo = echo_times(&probe.stdout())
-            .into_iter()
-            .find(|t| *t > before_restore);
-        Ok(first_echo.is_some())
+        if let (Watch::Connected(daemon, local), None) = (&watch, resumed_at) {
+            if find_conn(daemon, local)?.is_some_and(|c| c.state == ConnState::Connected) {
+                resumed_at = Some(monotonic_ns());
+            }
+        }
+        first_echo = first_echo.or_else(|| {
+            echo_times(&probe.stdout())
+                .into_iter()
+                .find(|t| *t > before_restore)
+        });
+        let waiting_for_daemon = matches!(watch, Watch::Connected(..))
+            && resumed_at.is_none()
+            && first_echo.is_none_or(|t| monotonic_ns() < t + RESUME_GRACE_NS);
+        Ok(first_echo.is_some() && !waiting_for_daemon)
     })?;
     let Some(first_echo) = first_echo else {
+        let states: Vec<String> = sc
+            .daemons()
+            .iter()
+            .map(|d| match d.connections_on(SERVICE_PORT) {
+                Ok(conns) => format!("{}: {conns:?}", d.host()),
+                Err(e) => format!("{}: {e}", d.host()),
+            })
+            .collect();
         return Err(check(
             mode,
             "failure",
-            format!("no data flowed within {FLOW_LIMIT:?} after the path was restored"),
+            format!(
+                "no data flowed within {FLOW_LIMIT:?} after the path was restored (daemon \
+                 resumed: {resumed_at:?}); the daemons list {states:?}"
+            ),
         ));
     };
+    let resumed_ms = resumed_at.map(|t| t.saturating_sub(restored_at) as f64 / 1e6);
+    if let Some(ms) = resumed_ms {
+        samples.add("resumed", mode, ms);
+    }
     probe.kill()?;
     let restore_ms = first_echo.saturating_sub(restored_at) as f64 / 1e6;
     let detect_ms = detected_at.map(|t| (t - cut_at) as f64 / 1e6);
@@ -447,6 +478,7 @@ pub fn failure(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> R
             "outage_ms": (restored_at - cut_at) as f64 / 1e6,
             "detect_ms": detect_ms,
             "restore_to_data_ms": restore_ms,
+            "restore_to_connected_ms": resumed_ms,
         }),
     );
     match watch {

@@ -187,6 +187,14 @@ pub const METRICS: &[Metric] = &[
         managed: Some(Goal::AtMost(200.0)),
     },
     Metric {
+        key: "resumed",
+        label: "path restored → connection `connected` in rackd's status",
+        unit: "ms",
+        higher_is_better: false,
+        released: None,
+        managed: None,
+    },
+    Metric {
         key: "cpu_per_gb",
         label: "daemon CPU per GB transferred (all daemons)",
         unit: "ms/GB",
