@@ -221,3 +221,6 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
