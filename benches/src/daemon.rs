@@ -203,6 +203,27 @@ pub fn remove_table(host: &Host) -> Result<()> {
     Ok(())
 }
 
+/// A table with rackd's two base chains (same hooks, priorities and types) and no rules: the
+/// cost of entering netfilter at those hooks, without rackd's rules.
+const EMPTY_TABLE: &str = "rkb_empty";
+
+/// Adds [`EMPTY_TABLE`] to `host`.
+pub fn install_empty_chains(host: &Host) -> Result<()> {
+    let script = format!(
+        "add table inet {EMPTY_TABLE}; \
+         add chain inet {EMPTY_TABLE} pre {{ type filter hook prerouting priority -300; }}; \
+         add chain inet {EMPTY_TABLE} out {{ type route hook output priority -150; }}"
+    );
+    host.run("nft", [script.as_str()])?;
+    Ok(())
+}
+
+/// Deletes [`EMPTY_TABLE`] from `host` (which must have it).
+pub fn remove_empty_chains(host: &Host) -> Result<()> {
+    host.run("nft", ["delete", "table", "inet", EMPTY_TABLE])?;
+    Ok(())
+}
+
 /// Whether `state` shows that the daemon noticed a failed path.
 pub fn is_failure_noticed(state: ConnState) -> bool {
     matches!(state, ConnState::Suspended | ConnState::Reconnecting)

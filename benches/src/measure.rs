@@ -13,7 +13,7 @@ use crate::peer::{
 use crate::plan::Plan;
 use crate::report::cost;
 use crate::samples::Samples;
-use crate::scenario::{parse_json_line, poll, Scenario, SERVICE_PORT};
+use crate::scenario::{parse_json_line, poll, Hooks, Scenario, SERVICE_PORT};
 use crate::{Error, Result};
 
 /// Time limit of one traffic program run.
@@ -137,45 +137,54 @@ pub fn pingpong(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> 
     Ok(())
 }
 
-/// One pair of round-trip runs in a table-only scenario, one with rackd's table and one
-/// without (which goes first alternates with `rep`); the table is installed again at the end.
-/// Records the difference of the median round trips and the median without the table.
+/// One round of round-trip runs in a table-only scenario: with rackd's table, with empty
+/// chains at the same hooks, and with no table (the order rotates with `rep`); rackd's table is
+/// installed again at the end. Records each arm's median round trip minus the bare one.
 pub fn table_cost(sc: &Scenario, plan: &Plan, rep: u32, samples: &mut Samples) -> Result<()> {
     if sc.mode() != Mode::TableOnly {
         return Ok(());
     }
     let addr = sc.server_addr(SERVICE_PORT);
     let run = args(&[&"pingpong", &addr, &"--count", &plan.cost_round_trips]);
-    let median_rt = |what: &str| -> Result<f64> {
+    let mut order = Hooks::ALL;
+    order.rotate_left(rep as usize % Hooks::ALL.len());
+    let mut state = Hooks::RackdTable;
+    let mut median_rt = [0.0; 3];
+    for arm in order {
+        sc.set_hooks(state, arm)?;
+        state = arm;
         let result: PingResult = sc.run_client(&run, RUN_TIMEOUT)?;
         if result.round_trips != plan.cost_round_trips || result.p50_ns == 0 {
             return Err(check(
                 sc.mode(),
                 "table cost",
-                format!("{what}: implausible result {result:?}"),
+                format!("{}: implausible result {result:?}", arm.as_str()),
             ));
         }
-        Ok(result.p50_ns as f64)
-    };
-    let (with, without) = if rep % 2 == 0 {
-        let with = median_rt("with table")?;
-        sc.set_table(false)?;
-        let without = median_rt("without table")?;
-        sc.set_table(true)?;
-        (with, without)
-    } else {
-        sc.set_table(false)?;
-        let without = median_rt("without table")?;
-        sc.set_table(true)?;
-        (median_rt("with table")?, without)
-    };
-    samples.add(cost::DELTA_KEY, Mode::TableOnly, with - without);
-    samples.add(cost::BASE_KEY, Mode::TableOnly, without);
+        median_rt[arm as usize] = result.p50_ns as f64;
+    }
+    sc.set_hooks(state, Hooks::RackdTable)?;
+    let at = |arm: Hooks| median_rt[arm as usize];
+    let bare = at(Hooks::None);
+    samples.add(
+        cost::DELTA_KEY,
+        Mode::TableOnly,
+        at(Hooks::RackdTable) - bare,
+    );
+    samples.add(
+        cost::HOOKS_KEY,
+        Mode::TableOnly,
+        at(Hooks::EmptyChains) - bare,
+    );
+    samples.add(cost::BASE_KEY, Mode::TableOnly, bare);
     samples.raw(
         Mode::TableOnly,
         "table_cost",
         rep,
-        serde_json::json!({ "with_p50_ns": with, "without_p50_ns": without }),
+        serde_json::json!({
+            "order": order.map(Hooks::as_str),
+            "p50_ns": Hooks::ALL.map(|a| (a.as_str(), at(a))),
+        }),
     );
     Ok(())
 }

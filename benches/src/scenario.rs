@@ -9,7 +9,10 @@ use netns_tests::{Host, Process, Topology};
 use rackctl::proto::ConnState;
 use serde::de::DeserializeOwned;
 
-use crate::daemon::{has_table, install_orphan_table, remove_table, Daemon};
+use crate::daemon::{
+    has_table, install_empty_chains, install_orphan_table, remove_empty_chains, remove_table,
+    Daemon,
+};
 use crate::metrics::Mode;
 use crate::{Error, Result};
 
@@ -101,15 +104,24 @@ impl Scenario {
         Ok(())
     }
 
-    /// Installs (`true`) or removes rackd's table in the hosts of a table-only scenario, so
-    /// that the same topology can be measured with and without it.
-    pub fn set_table(&self, installed: bool) -> Result<()> {
+    /// Changes the netfilter hooks of the hosts of a table-only scenario from `from` to `to`,
+    /// so that the same topology can be measured with rackd's table, with empty chains at the
+    /// same hooks, and with no table at all.
+    pub fn set_hooks(&self, from: Hooks, to: Hooks) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
         for name in table_hosts(self.mode) {
             let host = self.topo.host(name);
-            if installed {
-                install_orphan_table(&self.rackd, host, &self.dir.join(name))?;
-            } else {
-                remove_table(host)?;
+            match from {
+                Hooks::None => {}
+                Hooks::EmptyChains => remove_empty_chains(host)?,
+                Hooks::RackdTable => remove_table(host)?,
+            }
+            match to {
+                Hooks::None => {}
+                Hooks::EmptyChains => install_empty_chains(host)?,
+                Hooks::RackdTable => install_orphan_table(&self.rackd, host, &self.dir.join(name))?,
             }
         }
         Ok(())
@@ -248,6 +260,31 @@ impl Drop for Scenario {
     fn drop(&mut self) {
         // The control sockets and configuration files; the topology removes everything else.
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a table-only scenario's hosts have at netfilter's hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hooks {
+    /// No table: netfilter's hooks are not entered at all.
+    None,
+    /// rackd's two base chains, without rules.
+    EmptyChains,
+    /// rackd's table, as a SIGKILLed rackd leaves it.
+    RackdTable,
+}
+
+impl Hooks {
+    /// Every arm, in the order of the first pair.
+    pub const ALL: [Hooks; 3] = [Hooks::RackdTable, Hooks::None, Hooks::EmptyChains];
+
+    /// As in the raw results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hooks::None => "none",
+            Hooks::EmptyChains => "empty_chains",
+            Hooks::RackdTable => "rackd_table",
+        }
     }
 }
 

@@ -120,13 +120,16 @@ pub fn render(results: &Results) -> String {
     if let Some(c) = &results.table_cost {
         let _ = writeln!(
             out,
-            "\n## Per-packet cost of rackd's table\n\n{} pairs of {} one-byte round trips on one \
-             topology, one run with rackd's table in both hosts and one without (removed with \
-             `nft delete table`), which goes first alternating. Round trip without the table \
-             (median of the runs' medians): {:.0} ns. With the table − without, median over the \
-             pairs: **{:+.0} ns per round trip** (quartiles {:+.0} / {:+.0} ns), {:+.2} % of the \
-             round trip; a round trip passes the chains {} times (two packets, each through \
-             `out` on the sender and `pre` on the receiver): {:+.0} ns per packet and chain.",
+            "\n## Per-packet cost of rackd's table\n\n{} rounds of three runs of {} one-byte \
+             round trips on one topology — rackd's table in both hosts; no table at all (removed \
+             with `nft delete table`); an empty table with chains at rackd's two hooks — the \
+             order rotating. Round trip without any table (median of the runs' medians): {:.0} \
+             ns. rackd's table − no table, median over the rounds: **{:+.0} ns per round trip** \
+             (quartiles {:+.0} / {:+.0} ns), {:+.2} % of the round trip; a round trip passes \
+             the chains {} times (two packets, each through `out` on the sender and `pre` on \
+             the receiver): {:+.0} ns per packet and chain. Empty chains at the same hooks − no \
+             table: {} per round trip (what entering netfilter costs when no other table \
+             hooks in).",
             c.pairs,
             plan.cost_round_trips,
             c.base_ns,
@@ -136,6 +139,8 @@ pub fn render(results: &Results) -> String {
             c.share_of_round_trip * 100.0,
             super::cost::TRAVERSALS_PER_ROUND_TRIP,
             c.per_traversal_ns,
+            c.hooks_ns
+                .map_or_else(|| "not measured".to_owned(), |h| format!("{h:+.0} ns")),
         );
     }
     out
