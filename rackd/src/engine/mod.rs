@@ -793,6 +793,11 @@ impl Engine {
             .peers
             .entry(flow.wire.remote.ip())
             .or_insert_with(|| Peer::new(now));
+        if peer.conns.is_empty() {
+            // Lingering after earlier connections (maybe unheard for a while): initialisation
+            // just crossed the path both ways.
+            peer.proven(now);
+        }
         peer.conns.insert(conn_id);
         tracing::info!(flow = %key, id = %conn_id, "connected");
     }
@@ -802,7 +807,23 @@ impl Engine {
             return;
         };
         let Some(flow) = self.by_conn.get(&conn_id).and_then(|k| self.flows.get(k)) else {
-            return; // a connection that ended here already; other beats will carry the peer
+            // A connection that ended here lately: its beats still show the path works.
+            let ip = from.ip();
+            let Some(peer) = self.peers.get_mut(&ip) else {
+                return;
+            };
+            let Some((key, _)) = peer.ended(conn_id) else {
+                return;
+            };
+            if !msg.verifies(key) {
+                self.counters.bad_datagrams += 1;
+                return;
+            }
+            if peer.on_beat(now, seq, echo, &self.timing) {
+                self.send_beat(now, ip);
+            }
+            self.evaluate(now, ip);
+            return;
         };
         let Some(session) = &flow.session else { return };
         if !msg.verifies(session.key()) {
@@ -938,19 +959,27 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&ip) else {
             return;
         };
-        // Connections that ended are skipped; the peer is dropped when none is left.
-        while let Some((conn_id, seq, echo)) = peer.beat(now, &self.timing, &mut self.beat_seq) {
+        // Connections that ended are skipped; the peer is dropped when none is left and the
+        // last one ended long enough ago.
+        while peer.expire(now) {
+            let Some((conn_id, seq, echo)) = peer.beat(now, &self.timing, &mut self.beat_seq)
+            else {
+                break;
+            };
             let flow = self.by_conn.get(&conn_id).and_then(|k| self.flows.get(k));
-            match flow.and_then(|f| Some((f.session.as_ref()?, f.wire.local.ip()))) {
-                Some((s, from)) => {
-                    let datagram = Message::heartbeat(s.key(), conn_id, seq, echo).encode();
+            let signer = match flow.and_then(|f| Some((f.session.as_ref()?, f.wire.local.ip()))) {
+                Some((s, from)) => Some((s.key(), from)),
+                // Lingering after the last connection ended: from the address it used.
+                None => peer.ended(conn_id),
+            };
+            match signer {
+                Some((key, from)) => {
+                    let datagram = Message::heartbeat(key, conn_id, seq, echo).encode();
                     let to = SocketAddr::new(ip, self.cfg.peer_port);
                     self.actions.push_back(Action::Send { to, from, datagram });
                     return;
                 }
-                None => {
-                    peer.conns.remove(&conn_id);
-                }
+                None => peer.retire(conn_id, None),
             }
         }
         self.peers.remove(&ip);
@@ -962,7 +991,9 @@ impl Engine {
             return;
         };
         let alive = peer.alive(now, &self.timing);
-        if alive == peer.up {
+        // Only connections need a verdict: beats that linger after the last one ended may
+        // stop at either end.
+        if alive == peer.up || peer.conns.is_empty() {
             return;
         }
         peer.up = alive;
@@ -1514,10 +1545,11 @@ impl Engine {
             }
             let ip = flow.wire.remote.ip();
             if let Some(peer) = self.peers.get_mut(&ip) {
-                peer.conns.remove(&id);
-                if peer.conns.is_empty() {
-                    self.peers.remove(&ip);
-                }
+                let signer = flow
+                    .session
+                    .as_ref()
+                    .map(|s| (s.key().clone(), flow.wire.local.ip()));
+                peer.retire(id, signer);
             }
             if flow.wire != flow.key {
                 self.by_wire.remove(&flow.wire);

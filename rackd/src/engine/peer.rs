@@ -5,17 +5,37 @@
 //! direction only is down for both ends.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use edp::crypto::SecretKey;
 use edp::message::ConnId;
 
 /// Beats remembered with their send time, to date the peer's echoes.
 const SENT_MEMORY: usize = 128;
+/// How long beats go on after the last connection with the peer ended here. The peer may
+/// notice the end of its own sockets later (a lost destroy notification is made up by the next
+/// socket-table read, seconds later), and until then it expects beats: silence would look
+/// like a failed path there, and its connections would be held instead of closed.
+pub const LINGER: Duration = Duration::from_secs(30);
+/// Ended connections remembered per peer (their keys sign and check the lingering beats).
+const ENDED_MEMORY: usize = 8;
+
+#[derive(Debug)]
+struct Ended {
+    conn: ConnId,
+    key: SecretKey,
+    local: IpAddr,
+    at: Option<Instant>,
+}
 
 #[derive(Debug)]
 pub struct Peer {
     /// Connections with this peer (their keys authenticate the beats).
     pub conns: BTreeSet<ConnId>,
+    /// Connections that ended here, newest last: key, the local address they used, and when
+    /// the end was seen (stamped by [`Peer::expire`]). Beats go on under them for [`LINGER`].
+    ended: VecDeque<Ended>,
     /// Last connection whose key signed a beat, for round-robin.
     rr: Option<ConnId>,
     rx_seq: u64,
@@ -45,6 +65,7 @@ impl Peer {
     pub fn new(now: Instant) -> Self {
         Peer {
             conns: BTreeSet::new(),
+            ended: VecDeque::new(),
             rr: None,
             rx_seq: 0,
             sent: VecDeque::new(),
@@ -83,6 +104,42 @@ impl Peer {
         Some((conn, seq, self.rx_seq))
     }
 
+    /// The connection ended here. With its key and the local address it used (`signer`), it
+    /// keeps signing beats for a while (see [`LINGER`]).
+    pub fn retire(&mut self, conn: ConnId, signer: Option<(SecretKey, IpAddr)>) {
+        self.conns.remove(&conn);
+        let Some((key, local)) = signer else { return };
+        self.ended.retain(|e| e.conn != conn);
+        if self.ended.len() == ENDED_MEMORY {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(Ended {
+            conn,
+            key,
+            local,
+            at: None,
+        });
+    }
+
+    /// The key and local address of a connection that ended here recently.
+    pub fn ended(&self, conn: ConnId) -> Option<(&SecretKey, IpAddr)> {
+        self.ended
+            .iter()
+            .find_map(|e| (e.conn == conn).then_some((&e.key, e.local)))
+    }
+
+    /// Forgets connections that ended more than [`LINGER`] ago; returns whether the peer is
+    /// still needed (a connection, or a recent end).
+    pub fn expire(&mut self, now: Instant) -> bool {
+        for e in &mut self.ended {
+            e.at.get_or_insert(now);
+        }
+        self.ended
+            .retain(|e| e.at.is_some_and(|t| now.duration_since(t) < LINGER));
+        !self.conns.is_empty() || !self.ended.is_empty()
+    }
+
+    /// A live connection, round-robin; else the connection that ended last.
     fn next_conn(&mut self) -> Option<ConnId> {
         let next = match self.rr {
             Some(last) => self
@@ -94,7 +151,7 @@ impl Peer {
         }
         .copied();
         self.rr = next;
-        next
+        next.or_else(|| self.ended.back().map(|e| e.conn))
     }
 
     /// An authenticated beat arrived. Returns whether to answer at once: the peer has not
@@ -129,6 +186,14 @@ impl Peer {
             .checked_sub(t.detect_after)
             .unwrap_or(self.confirmed_sent);
         self.next_beat = now;
+    }
+
+    /// Both directions were just shown to work (outside of beats).
+    pub fn proven(&mut self, now: Instant) {
+        self.last_rx = now;
+        self.confirmed_sent = now;
+        self.confirm_after = None;
+        self.up = true;
     }
 
     /// Whether both directions have carried a beat within the detection time.

@@ -502,7 +502,14 @@ fn closed_sockets_are_removed_after_the_grace_period() {
     net.c.on_socket_table(t0 + SOCKET_GRACE, |_| None);
     assert_eq!(net.state(false), "gone");
     assert_eq!(net.c.counters.closed, 1);
-    assert!(net.c.peers.is_empty() && net.c.by_conn.is_empty());
+    assert!(net.c.by_conn.is_empty());
+    // Beats go on for a while, so the server does not take silence for a failed path.
+    assert_eq!(net.c.peers.len(), 1);
+    net.run_for(peer::LINGER + Duration::from_secs(2));
+    assert!(
+        net.c.peers.is_empty(),
+        "the peer is forgotten after the linger"
+    );
 }
 
 // ----- heartbeats and suspension -----------------------------------------------------------
@@ -516,6 +523,29 @@ fn heartbeats_keep_a_healthy_connection_connected() {
         ("connected", "connected")
     );
     assert!(net.c_out.is_empty(), "{:?}", net.c_out);
+}
+
+/// The client's last connection with the server ended and the client noticed at once; the
+/// server notices its own socket's end seconds later (a lost destroy notification). Until then
+/// the client's beats must go on, or the server takes the silence for a failed path and keeps
+/// the connection as a closed one waiting for a peer that never comes back.
+#[test]
+fn a_peer_whose_last_connection_ended_keeps_beating_while_the_other_end_catches_up() {
+    let mut net = Net::connected();
+    net.run_for(Duration::from_secs(2));
+    let now = net.now;
+    net.c.on_socket_gone(now, &key_at_client());
+    assert_eq!(net.state(false), "gone");
+    net.run_for(Duration::from_secs(8));
+    assert_eq!(
+        net.state(true),
+        "connected",
+        "no failure seen on the server"
+    );
+    assert_eq!(net.s.flow(&key_at_server()).unwrap().reconnects, 0);
+    let now = net.now;
+    net.s.on_socket_gone(now, &key_at_server());
+    assert_eq!(net.state(true), "gone", "closed at once, not held");
 }
 
 /// One end forgets the peer (its last connection with it ended) while the other still has a
@@ -1439,11 +1469,20 @@ fn a_checkpoint_replayed_on_the_host_it_left_is_refused() {
         net.c.restore_state(&key_at_client()),
         RestoreState::Refused(_)
     ));
-    // Refused: no more `Arrived` from here.
+    // Refused: no more `Arrived` from here (only the beats that linger after a connection).
     net.c.handle_timeout(net.now + Duration::from_secs(5));
-    assert!(!drain(&mut net.c)
-        .iter()
-        .any(|a| matches!(a, Action::Send { .. })));
+    let sent: Vec<Message> = drain(&mut net.c)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send { datagram, .. } => Message::decode(&datagram).ok().flatten(),
+            _ => None,
+        })
+        .map(|(m, _)| m)
+        .collect();
+    assert!(
+        sent.iter().all(|m| matches!(m, Message::Heartbeat { .. })),
+        "{sent:?}"
+    );
 }
 
 #[test]
