@@ -117,9 +117,16 @@ fn log_field(log: &str, marker: &str, name: &str) -> Option<String> {
         .map(|v| v.trim_matches('"').to_owned())
 }
 
-fn enhanced(family: Family, port: u16) {
+fn enhanced(family: Family, port: u16, firewall: bool) {
     let topo = topology();
     let (client, server) = (topo.host("client"), topo.host("server"));
+    if firewall {
+        // The common stateful ruleset (`ct state invalid drop`) on the client host: conntrack
+        // must agree with the handshake rackd crafted.
+        client
+            .firewall_stateful(&[])
+            .expect("firewall on the client host");
+    }
     let addr = SocketAddr::new(server.ip(family), port);
     nft(server, COUNT_BEATS);
     let edp_server = netns_tests::workspace_bin("edp-server").expect("edp-server binary");
@@ -258,12 +265,12 @@ fn plain(family: Family, port: u16) {
 
 #[test]
 fn an_unmodified_client_reaches_a_user_level_edp_server_v4() {
-    enhanced(Family::V4, 7001);
+    enhanced(Family::V4, 7001, false);
 }
 
 #[test]
 fn an_unmodified_client_reaches_a_user_level_edp_server_v6() {
-    enhanced(Family::V6, 7002);
+    enhanced(Family::V6, 7002, false);
 }
 
 #[test]
@@ -274,4 +281,14 @@ fn a_listed_plain_server_costs_only_the_probe_v4() {
 #[test]
 fn a_listed_plain_server_costs_only_the_probe_v6() {
     plain(Family::V6, 7004);
+}
+
+#[test]
+fn through_a_stateful_firewall_on_the_client_host_v4() {
+    enhanced(Family::V4, 7005, true);
+}
+
+#[test]
+fn through_a_stateful_firewall_on_the_client_host_v6() {
+    enhanced(Family::V6, 7006, true);
 }

@@ -361,7 +361,8 @@ impl InBand {
         self.initiator.take().map(|b| *b)
     }
 
-    /// After a valid InitAck: the saved SYN-ACK for the local socket, moved so that its
+    /// After a valid InitAck: a SYN for local conntrack only (see [`InBand::conntrack_syn`]),
+    /// then the saved SYN-ACK for the local socket, moved so that its
     /// receive sequence starts after the InitAck and its send sequence after the Init, then the
     /// server's packets that reach past the InitAck.
     pub fn completion(&self) -> Vec<Vec<u8>> {
@@ -369,7 +370,8 @@ impl InBand {
             return Vec::new();
         };
         let next = self.facts.isn + 1;
-        let mut out = Vec::with_capacity(1 + self.kept.len());
+        let mut out = Vec::with_capacity(2 + self.kept.len());
+        out.push(self.conntrack_syn());
         let mut first = syn_ack.clone();
         if let Ok(mut p) = TcpIpPacket::new_checked(&mut first[..]) {
             p.set_seq(sa.isn + len as u32);
@@ -397,6 +399,20 @@ impl InBand {
         later.sort_by_key(|(seq, _)| *seq);
         out.extend(later.into_iter().map(|(_, p)| p));
         out
+    }
+
+    /// The socket's own SYN with a broken TCP checksum, sent just before its SYN-ACK: local
+    /// conntrack (which checks checksums only of arriving packets) takes it as a new SYN of the
+    /// connection and moves its idea of the socket's sequence to the socket's own, so that the
+    /// SYN-ACK and everything after it is in window (with `ct state invalid drop` the transfer
+    /// stalls otherwise); the server, and any checksum-checking box on the way, drops it.
+    fn conntrack_syn(&self) -> Vec<u8> {
+        let mut syn = self.syn.clone();
+        if let Ok(p) = TcpIpPacket::new_checked(&syn[..]) {
+            let at = p.tcp_offset() + 16;
+            syn[at] ^= 0xff;
+        }
+        syn
     }
 
     /// The server's ISN as the local socket sees it (after [`InBand::completion`]'s SYN-ACK).

@@ -1536,6 +1536,14 @@ impl Engine {
         if matches!(flow.state, State::Negotiating { .. }) {
             self.negotiating -= 1;
         }
+        if flow.inband.as_ref().is_some_and(|i| !i.is_probing()) {
+            // In-band EDP queues the flow from its SYN on (the socket may end meanwhile).
+            self.actions.push_back(Action::Queue {
+                key: *key,
+                wire: flow.wire,
+                on: false,
+            });
+        }
         if flow.session.is_some() {
             self.revision += 1;
         }

@@ -182,7 +182,6 @@ impl Engine {
             return;
         };
         let resets = inband.resets(error == InBandError::Reset);
-        let queued = !inband.is_probing();
         tracing::warn!(
             flow = %key,
             "in-band EDP with the user-level server failed: {error}; resetting both ends"
@@ -191,10 +190,7 @@ impl Engine {
         for p in resets {
             self.inject(key, p);
         }
-        if queued {
-            self.queue(key, false);
-        }
-        self.remove(&key);
+        self.remove(&key); // and out of the queue
     }
 
     /// Timers of in-band flows, from the table scan: re-sends, failures and overdue probes.

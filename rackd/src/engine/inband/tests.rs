@@ -218,14 +218,18 @@ fn the_init_ack_completes_and_the_socket_gets_a_moved_syn_ack() {
     let got = h.ib.on_remote(seg).unwrap().expect("complete InitAck");
     assert_eq!(got.conn_id, ConnId(0x1111_2222_3333_4444));
     let done = h.ib.completion();
-    assert_eq!(done.len(), 1, "nothing behind the InitAck");
-    let (seq, ackn, flags) = seq_ack(&done[0]);
+    assert_eq!(done.len(), 2, "nothing behind the InitAck");
+    let conntrack = TcpIpPacket::new_checked(&done[0][..]).unwrap();
+    assert!(!conntrack.checksums_ok(), "only for local conntrack");
+    assert_eq!(conntrack.tcp().seq(), CLIENT_ISN);
+    assert_eq!((conntrack.src(), conntrack.dst()), (client(), server()));
+    let (seq, ackn, flags) = seq_ack(&done[1]);
     assert!(flags.syn() && flags.ack());
     assert_eq!(seq, SERVER_ISN + ack.len() as u32);
     assert_eq!(ackn, CLIENT_ISN + 1);
     assert_eq!(h.ib.socket_isn_peer(), Some(SERVER_ISN + ack.len() as u32));
     // Options of the server's SYN-ACK are the socket's to see (timestamps, window scale).
-    let p = TcpIpPacket::new_checked(&done[0][..]).unwrap();
+    let p = TcpIpPacket::new_checked(&done[1][..]).unwrap();
     assert!(p
         .tcp_options()
         .map_while(Result::ok)
@@ -247,7 +251,7 @@ fn an_init_ack_split_across_segments_out_of_order_and_duplicated() {
     let overlap = from_server(&h, 5, 0, &ack[5..30], false);
     let got = h.ib.on_remote(overlap).unwrap();
     assert!(got.is_some(), "the middle piece completes the InitAck");
-    assert_eq!(h.ib.completion().len(), 1);
+    assert_eq!(h.ib.completion().len(), 2);
 }
 
 #[test]
@@ -261,8 +265,8 @@ fn server_data_behind_the_init_ack_is_delivered_after_the_syn_ack() {
     let seg = from_server(&h, 0, 100, &bytes, false);
     assert!(h.ib.on_remote(seg).unwrap().is_some());
     let done = h.ib.completion();
-    assert_eq!(done.len(), 2);
-    let (seq, ack, flags) = seq_ack(&done[1]);
+    assert_eq!(done.len(), 3);
+    let (seq, ack, flags) = seq_ack(&done[2]);
     assert!(!flags.syn());
     assert_eq!(
         seq,
@@ -291,8 +295,8 @@ fn a_later_segment_kept_while_the_init_ack_is_incomplete_is_delivered_too() {
         .unwrap()
         .is_some());
     let done = h.ib.completion();
-    assert_eq!(done.len(), 2);
-    let (seq, _, flags) = seq_ack(&done[1]);
+    assert_eq!(done.len(), 3);
+    let (seq, _, flags) = seq_ack(&done[2]);
     assert_eq!(seq, SERVER_ISN + 1 + l);
     assert!(flags.fin());
 }

@@ -164,7 +164,7 @@ fn a_valid_init_ack_connects_without_heartbeats() {
         "out of the queue once in step"
     );
     let sent = injected(&actions);
-    let p = TcpIpPacket::new_checked(&sent[0][..]).unwrap();
+    let p = TcpIpPacket::new_checked(&sent[1][..]).unwrap();
     assert!(p.tcp().flags().syn() && p.tcp().flags().ack());
     assert_eq!(p.tcp().seq(), SERVER_ISN + frame.len() as u32);
     assert_eq!(p.tcp().ack(), CLIENT_ISN + 1);
@@ -276,4 +276,13 @@ fn unlisted_destinations_are_not_probed() {
     let v = e.on_syn_packet(now, s, || Some(local_syn()));
     assert!(matches!(v, SynVerdict::AddHello { .. }));
     assert!(drain(&mut e).is_empty());
+}
+
+#[test]
+fn a_socket_that_ends_during_the_handshake_leaves_the_queue() {
+    let (mut e, now) = (engine(), Instant::now());
+    handshake(&mut e, now);
+    e.on_socket_gone(now, &key());
+    assert_eq!(queued(&drain(&mut e)), vec![false]);
+    assert!(e.flow(&key()).is_none());
 }
