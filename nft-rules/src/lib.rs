@@ -22,6 +22,7 @@ mod config;
 mod error;
 mod flow;
 mod nl;
+mod occupancy;
 mod ranges;
 mod rules;
 mod ruleset;

@@ -10,29 +10,51 @@ use crate::nl::expr::{self, Base, Csum, Expr};
 use crate::nl::set::{Elem, SetSpec};
 use crate::QueueMode;
 
-/// The two base chains.
+/// The table's chains: two base chains and, for each, the regular chain holding the
+/// per-flow rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChainId {
     /// `hook prerouting priority -300`: before conntrack (-200) and before routing.
     Pre,
     /// `hook output priority -150`, type route: after conntrack (-200), re-routed after.
     Out,
+    /// Jumped to from `pre`: translation and queueing of arriving packets of known flows.
+    PreFlows,
+    /// Jumped to from `out`: translation and queueing of leaving packets of known flows.
+    OutFlows,
 }
 
 impl ChainId {
-    pub(crate) const ALL: [ChainId; 2] = [ChainId::Pre, ChainId::Out];
+    /// Regular chains first: a base chain's jump must find its target already created.
+    pub(crate) const ALL: [ChainId; 4] = [
+        ChainId::PreFlows,
+        ChainId::OutFlows,
+        ChainId::Pre,
+        ChainId::Out,
+    ];
+    pub(crate) const BASE: [ChainId; 2] = [ChainId::Pre, ChainId::Out];
 
     pub(crate) fn name(self) -> &'static CStr {
         match self {
             ChainId::Pre => c"pre",
             ChainId::Out => c"out",
+            ChainId::PreFlows => c"pre_flows",
+            ChainId::OutFlows => c"out_flows",
         }
     }
 
     pub(crate) fn direction(self) -> Direction {
         match self {
-            ChainId::Pre => Direction::In,
-            ChainId::Out => Direction::Out,
+            ChainId::Pre | ChainId::PreFlows => Direction::In,
+            ChainId::Out | ChainId::OutFlows => Direction::Out,
+        }
+    }
+
+    /// The regular chain that holds this chain's per-flow rules.
+    pub(crate) fn flows(self) -> ChainId {
+        match self.direction() {
+            Direction::In => ChainId::PreFlows,
+            Direction::Out => ChainId::OutFlows,
         }
     }
 }
@@ -223,9 +245,9 @@ impl FamilyLayout {
     /// destination of arriving packets and the source of leaving ones.
     fn syn(&self, chain: ChainId, elig: &Eligible, verdict: &Expr) -> Vec<Expr> {
         let r = NFT_REG32_00;
-        let (local_port, remote_port, local_addr, remote_addr) = match chain {
-            ChainId::Pre => (2, 0, self.daddr_offset, self.saddr_offset),
-            ChainId::Out => (0, 2, self.saddr_offset, self.daddr_offset),
+        let (local_port, remote_port, local_addr, remote_addr) = match chain.direction() {
+            Direction::In => (2, 0, self.daddr_offset, self.saddr_offset),
+            Direction::Out => (0, 2, self.saddr_offset, self.daddr_offset),
         };
         let mut e = self.match_tcp();
         e.extend([
@@ -459,12 +481,13 @@ pub(crate) fn queue_verdict(cfg: &Config, mode: QueueMode) -> Expr {
     }
 }
 
-/// All rules, in order, for both chains.
+/// The rules of both base chains, in order: the mark, the jump to the per-flow rules, SYN
+/// interception. The per-flow chains start empty ([`flow_rules`] fills them).
 pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Vec<RuleSpec> {
     let verdict = queue_verdict(cfg, mode);
     let mark = cfg.mark;
     let mut out = Vec::new();
-    for chain in ChainId::ALL {
+    for chain in ChainId::BASE {
         let mut push = |comment: String, exprs| {
             out.push(RuleSpec {
                 chain,
@@ -481,19 +504,10 @@ pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Ve
                 expr::verdict(NF_ACCEPT),
             ],
         );
-        for l in [&V4, &V6] {
-            let map = l.xlate(chain.direction()).name;
-            push(
-                format!("translate spliced flows ({})", map.to_string_lossy()),
-                l.translate(map),
-            );
-        }
-        for l in [&V4, &V6] {
-            push(
-                format!("queue flows in @{}", l.flows.name.to_string_lossy()),
-                l.queue_flows(&verdict),
-            );
-        }
+        push(
+            "translated and queued flows".into(),
+            vec![expr::jump(chain.flows().name())],
+        );
         for l in [&V4, &V6] {
             if elig.0.any(l.family) {
                 push(
@@ -501,6 +515,40 @@ pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Ve
                     l.syn(chain, &elig.0, &verdict),
                 );
             }
+        }
+    }
+    out
+}
+
+/// The rules of the per-flow chain of `base` for the sets and maps that are not empty, in
+/// canonical order: translation before queueing (a queued packet is seen translated), IPv4
+/// before IPv6. A lookup in an empty set could never match, yet every TCP packet of the
+/// host would pay for it.
+pub(crate) fn flow_rules(
+    base: ChainId,
+    verdict: &Expr,
+    nonempty: impl Fn(&'static CStr) -> bool,
+) -> Vec<RuleSpec> {
+    let chain = base.flows();
+    let d = base.direction();
+    let mut out = Vec::new();
+    for l in [&V4, &V6] {
+        let map = l.xlate(d).name;
+        if nonempty(map) {
+            out.push(RuleSpec {
+                chain,
+                comment: format!("translate spliced flows ({})", map.to_string_lossy()),
+                exprs: l.translate(map),
+            });
+        }
+    }
+    for l in [&V4, &V6] {
+        if nonempty(l.flows.name) {
+            out.push(RuleSpec {
+                chain,
+                comment: format!("queue flows in @{}", l.flows.name.to_string_lossy()),
+                exprs: l.queue_flows(verdict),
+            });
         }
     }
     out
@@ -519,16 +567,42 @@ mod tests {
     }
 
     #[test]
-    fn rule_order_per_chain() {
+    fn base_chains_hold_mark_jump_and_syn() {
         let cfg = Config::default();
         let (_, el) = sets(&cfg).unwrap();
         let r = rules(&cfg, &el, QueueMode::Compat);
-        assert_eq!(r.len(), 14);
-        let n = names(&r);
-        assert!(n[0].starts_with("Pre: daemon's own"));
-        assert!(n[1].contains("xlate_in4") && n[2].contains("xlate_in6"));
-        assert!(n[3].contains("flows4") && n[5].contains("SYN"));
-        assert!(n[8].contains("xlate_out4"));
+        assert_eq!(
+            names(&r),
+            [
+                "Pre: daemon's own packets are never queued",
+                "Pre: translated and queued flows",
+                "Pre: queue SYN of eligible IPv4 connections",
+                "Pre: queue SYN of eligible IPv6 connections",
+                "Out: daemon's own packets are never queued",
+                "Out: translated and queued flows",
+                "Out: queue SYN of eligible IPv4 connections",
+                "Out: queue SYN of eligible IPv6 connections",
+            ]
+        );
+    }
+
+    #[test]
+    fn flow_rules_only_for_nonempty_sets_in_canonical_order() {
+        let v = queue_verdict(&Config::default(), QueueMode::Native);
+        assert!(flow_rules(ChainId::Pre, &v, |_| true).len() == 4);
+        let all = names(&flow_rules(ChainId::Out, &v, |_| true));
+        assert_eq!(
+            all,
+            [
+                "OutFlows: translate spliced flows (xlate_out4)",
+                "OutFlows: translate spliced flows (xlate_out6)",
+                "OutFlows: queue flows in @flows4",
+                "OutFlows: queue flows in @flows6",
+            ]
+        );
+        assert!(flow_rules(ChainId::Pre, &v, |_| false).is_empty());
+        let some = flow_rules(ChainId::Pre, &v, |s| s == c"flows6" || s == c"xlate_out4");
+        assert_eq!(names(&some), ["PreFlows: queue flows in @flows6"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The installed table and the runtime changes to it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 
@@ -11,6 +12,7 @@ use crate::flow::{Direction, FlowKey, Translation};
 use crate::nl::expr::{self, Expr};
 use crate::nl::set::{Elem, NftSet, SetSpec};
 use crate::nl::txn::{NlSocket, Txn};
+use crate::occupancy::{Changes, Occupancy};
 use crate::rules::{self, ChainId, FamilyLayout, RuleSpec};
 
 /// How packets are handed to the queue.
@@ -30,6 +32,10 @@ pub struct Ruleset {
     sock: NlSocket,
     table: CString,
     mode: QueueMode,
+    /// The queue verdict of the per-flow rules, kept to re-add them.
+    verdict: Expr,
+    /// What the per-flow sets and maps hold, and so which per-flow rules are in place.
+    occupancy: RefCell<Occupancy>,
     installed: bool,
 }
 
@@ -44,6 +50,8 @@ fn chain_of<'a>(table: &'a Table, id: ChainId) -> Chain<'a> {
             chain.set_hook(Hook::Out, -150);
             chain.set_type(ChainType::Route);
         }
+        // Regular chains: no hook, and the kernel refuses a policy on them.
+        ChainId::PreFlows | ChainId::OutFlows => return chain,
     }
     chain.set_policy(Policy::Accept);
     chain
@@ -136,6 +144,8 @@ impl Ruleset {
             sock,
             table: table_name,
             mode,
+            verdict: rules::queue_verdict(cfg, mode),
+            occupancy: RefCell::new(Occupancy::default()),
             installed: true,
         })
     }
@@ -211,23 +221,20 @@ impl Ruleset {
         self.commit_elems(by_set, MsgType::Del, "remove translations")
     }
 
-    /// One batch with the element changes of every set touched.
-    fn commit_elems(
-        &self,
-        by_set: BTreeMap<&'static CStr, Vec<Elem>>,
-        ty: MsgType,
-        op: &'static str,
-    ) -> Result<()> {
+    /// One batch with the element changes of every set touched and, when they fill an empty
+    /// set or empty one, the new per-flow rules: packets see either the old elements and
+    /// rules or the new ones, never a mix.
+    fn commit_elems(&self, by_set: Changes, ty: MsgType, op: &'static str) -> Result<()> {
         if by_set.is_empty() {
             return Ok(());
         }
+        let mut occupancy = self.occupancy.borrow_mut();
         let objs: Vec<_> = by_set
-            .into_iter()
+            .iter()
             .map(|(name, elems)| {
-                (
-                    name,
-                    NftSet::with_elems(&self.table, ProtoFamily::Inet, name, elems),
-                )
+                let set =
+                    NftSet::with_elems(&self.table, ProtoFamily::Inet, name, elems.iter().cloned());
+                (name, set)
             })
             .collect();
         let mut txn = Txn::new();
@@ -238,7 +245,39 @@ impl Ruleset {
                 &format!("elements of set {}", name.to_string_lossy()),
             );
         }
-        txn.commit(&self.sock, op)
+        let (now, next) = (occupancy.nonempty(), occupancy.after(&by_set, ty));
+        let table = Table::new(&self.table, ProtoFamily::Inet);
+        let chains = ChainId::BASE.map(|base| (base, chain_of(&table, base.flows())));
+        for (base, chain) in &chains {
+            let before = rules::flow_rules(*base, &self.verdict, |s| now.contains(s));
+            let after = rules::flow_rules(*base, &self.verdict, |s| next.contains(s));
+            if before != after || occupancy.rules_unknown() {
+                // A rule delete without a handle flushes the chain.
+                let name = chain.get_name().to_string_lossy();
+                txn.add(
+                    &Rule::new(chain),
+                    MsgType::Del,
+                    format!("flush of chain {name}"),
+                );
+                for spec in &after {
+                    add_rule(&mut txn, chain, spec);
+                }
+            }
+        }
+        match txn.commit(&self.sock, op) {
+            Ok(()) => {
+                occupancy.apply(&by_set, ty);
+                Ok(())
+            }
+            Err(e) => {
+                // A rejected batch was rolled back as a whole; other failures leave the
+                // outcome unknown.
+                if !matches!(e, Error::Rejected { .. }) {
+                    occupancy.lose();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Removes the table and everything in it.

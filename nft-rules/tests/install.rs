@@ -58,7 +58,7 @@ fn stale_table_is_replaced_atomically() {
         std::mem::forget(rs);
         common::sh_here("nft list table inet rackd")
     });
-    assert_eq!(after.matches("chain pre").count(), 1, "{after}");
+    assert_eq!(after.matches("chain pre {").count(), 1, "{after}");
     assert!(after.contains("192.0.2.1 . 1 . 192.0.2.2 . 2"), "{after}");
     ns.run(|| remove_stale("rackd")).expect("remove stale");
     ns.run(|| remove_stale("rackd"))

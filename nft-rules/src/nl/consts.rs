@@ -20,6 +20,7 @@ pub(crate) const NFT_META_NFPROTO: u32 = 15;
 pub(crate) const NFT_META_L4PROTO: u32 = 16;
 
 pub(crate) const NF_ACCEPT: i32 = 1;
+pub(crate) const NFT_JUMP: i32 = -3;
 
 pub(crate) const NFT_SET_INTERVAL: u32 = 0x4;
 pub(crate) const NFT_SET_MAP: u32 = 0x8;

@@ -207,6 +207,14 @@ pub(crate) fn verdict(code: i32) -> Expr {
         .u32(sys::NFTNL_EXPR_IMM_VERDICT, code as u32)
 }
 
+/// `jump <chain>`: evaluate a regular chain, then continue after this rule.
+pub(crate) fn jump(chain: &'static CStr) -> Expr {
+    Expr::new(c"immediate")
+        .u32(sys::NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT)
+        .u32(sys::NFTNL_EXPR_IMM_VERDICT, NFT_JUMP as u32)
+        .str(sys::NFTNL_EXPR_IMM_CHAIN, chain)
+}
+
 /// `counter`.
 pub(crate) fn counter() -> Expr {
     Expr::new(c"counter")
