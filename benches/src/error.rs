@@ -67,6 +67,9 @@ pub enum Error {
     /// Bad command-line arguments.
     #[error("{0}")]
     Usage(String),
+    /// The run stopped early; the partial results were written.
+    #[error("run incomplete (partial results written): {0}")]
+    Incomplete(String),
 }
 
 impl Error {

@@ -68,8 +68,9 @@ const FAILURE: &[Measurement] = &[Measurement {
     run: |sc, plan, rep, s| measure::failure(sc, plan, rep, s),
 }];
 
-/// Runs every measurement of `plan` in native, released and managed mode. `progress` gets a
-/// line per step.
+/// Runs every measurement of `plan` in every mode. `progress` gets a line per step. An error
+/// after some measurements ends the run early with the results so far and the error in
+/// [`Results::error`]; one before any is returned.
 pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result<Results> {
     require_root()?;
     let started = Instant::now();
@@ -98,27 +99,19 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
     }
 
     let mut samples = Samples::default();
-    for (measurements, reps) in [
-        (TRAFFIC, plan.reps),
-        (TABLE_COST, plan.cost_pairs),
-        (IDLE, plan.idle_reps),
-        (FAILURE, plan.failure_reps),
-    ] {
-        for rep in 0..reps {
-            for measurement in measurements {
-                step(&format!("{} {}/{reps}", measurement.name, rep + 1));
-                // Modes take turns run by run, a different one first each repetition, so
-                // that load from elsewhere on the machine hits them alike.
-                let count = scenarios.len();
-                for i in 0..count {
-                    let sc = &mut scenarios[(rep as usize + i) % count];
-                    (measurement.run)(sc, plan, rep, &mut samples)?;
-                    sc.check_daemons()?;
-                }
-            }
-        }
-    }
-    step("done");
+    let outcome = measure_all(plan, &mut scenarios, &mut samples, &mut step);
+    // Results so far are worth keeping (a failure scenario comes after minutes of traffic);
+    // nothing measured yet means nothing to report but the error.
+    let error = match outcome {
+        Ok(()) => None,
+        Err(e) if samples.raw.is_empty() => return Err(e),
+        Err(e) => Some(e.to_string()),
+    };
+    step(if error.is_some() {
+        "stopped by an error"
+    } else {
+        "done"
+    });
     let meta = Meta {
         date_utc,
         cores: std::thread::available_parallelism().map_or(0, usize::from),
@@ -134,8 +127,39 @@ pub fn run(plan: &Plan, tools: &Tools, mut progress: impl FnMut(&str)) -> Result
         plan: plan.clone(),
         rows: summarize(&samples),
         table_cost: TableCost::from_samples(&samples),
+        error,
         samples,
     })
+}
+
+/// Every measurement of `plan`, in every scenario, into `samples`; stops at the first error.
+fn measure_all(
+    plan: &Plan,
+    scenarios: &mut [Scenario],
+    samples: &mut Samples,
+    step: &mut impl FnMut(&str),
+) -> Result<()> {
+    for (measurements, reps) in [
+        (TRAFFIC, plan.reps),
+        (TABLE_COST, plan.cost_pairs),
+        (IDLE, plan.idle_reps),
+        (FAILURE, plan.failure_reps),
+    ] {
+        for rep in 0..reps {
+            for measurement in measurements {
+                step(&format!("{} {}/{reps}", measurement.name, rep + 1));
+                // Modes take turns run by run, a different one first each repetition, so
+                // that load from elsewhere on the machine hits them alike.
+                let count = scenarios.len();
+                for i in 0..count {
+                    let sc = &mut scenarios[(rep as usize + i) % count];
+                    (measurement.run)(sc, plan, rep, samples)?;
+                    sc.check_daemons()?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn require_root() -> Result<()> {

@@ -7,7 +7,8 @@
 //! benchmark (medians of five, 10,000 idle connections, under ten minutes). Writes
 //! `results.md`, `results.json` and `ratios.svg` to DIR (default `target/bench-e2e`) and prints
 //! the table. Needs root, and rackd built next to this program (`cargo build [--release] -p
-//! rackd -p benches`) or named by `CARGO_BIN_EXE_rackd`. Exit status 1 if anything broke.
+//! rackd -p benches`) or named by `CARGO_BIN_EXE_rackd`. Exit status 1 if anything broke; if
+//! it broke after something was measured, the partial results are written first.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +53,10 @@ fn main() -> ExitCode {
             written.json.display(),
             written.svg.display()
         );
-        Ok(())
+        match results.error {
+            None => Ok(()),
+            Some(error) => Err(Error::Incomplete(error)),
+        }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

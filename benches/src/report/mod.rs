@@ -136,6 +136,8 @@ pub struct Results {
     pub plan: Plan,
     /// The summary table.
     pub rows: Vec<Row>,
+    /// Why the run stopped early, if it did (the results are then partial).
+    pub error: Option<String>,
     /// The per-packet cost of rackd's table, if measured.
     pub table_cost: Option<TableCost>,
     /// Every sample.
@@ -361,6 +363,36 @@ mod tests {
         assert_eq!(
             row(&rows, "idle_cpu").managed.verdict,
             Verdict::NotApplicable
+        );
+    }
+
+    #[test]
+    fn an_incomplete_run_says_so_at_the_top() {
+        let samples = samples();
+        let mut results = Results {
+            meta: Meta {
+                date_utc: "2026-01-01 00:00:00".into(),
+                cores: 2,
+                cpu_model: "test".into(),
+                kernel: "6.18".into(),
+                loadavg_at_start: "0".into(),
+                loadavg_at_end: "0".into(),
+                rackd_config: "built-in defaults".into(),
+                duration_s: 1.0,
+            },
+            plan: Plan::quick(),
+            rows: summarize(&samples),
+            error: None,
+            table_cost: None,
+            samples,
+        };
+        assert!(!render_table(&results).contains("Incomplete"));
+        results.error = Some("rackd in host \"server\": exited".into());
+        let table = render_table(&results);
+        let (head, _) = table.split_once("| metric |").unwrap();
+        assert!(
+            head.contains("**Incomplete") && head.contains("exited"),
+            "{table}"
         );
     }
 

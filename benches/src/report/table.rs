@@ -53,6 +53,13 @@ pub fn render(results: &Results) -> String {
     let (meta, plan) = (&results.meta, &results.plan);
     let mut out = String::new();
     let _ = writeln!(out, "# rackd end-to-end benchmark ({} mode)\n", plan.name);
+    if let Some(error) = &results.error {
+        let _ = writeln!(
+            out,
+            "**Incomplete: the run stopped with an error; what follows is what was measured \
+             before it.** {error}\n"
+        );
+    }
     let _ = writeln!(
         out,
         "{} UTC · {} cores ({}) · Linux {} · load at start {} · rackd config: {} · {:.0} s\n",
