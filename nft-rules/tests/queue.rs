@@ -142,7 +142,11 @@ fn per_flow_entries_queue_a_running_connection() {
 
     let flow = FlowKey::new(c.local_addr().unwrap(), server);
     let both = [flow, flow.reversed()];
+    let none: [Vec<String>; 2] = Default::default();
+    assert_eq!(ns.flow_chains(), none, "no entries, no per-flow rules");
     rs.lock().unwrap().queue_flows(&both).expect("queue flows");
+    let queue6 = vec!["queue flows in @flows6".to_owned()];
+    assert_eq!(ns.flow_chains(), [queue6.clone(), queue6]);
     echo_roundtrip(&mut c, b"while queued").expect("echo while queued");
     // Over loopback each data segment and ACK passes `out` and `pre`.
     eventually("data packets queued", || reader.packets() >= 4 + 4);
@@ -152,6 +156,7 @@ fn per_flow_entries_queue_a_running_connection() {
         .unwrap()
         .unqueue_flows(&both)
         .expect("unqueue flows");
+    assert_eq!(ns.flow_chains(), none, "last entry gone, rule gone");
     echo_roundtrip(&mut c, b"after").expect("echo after");
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(

@@ -136,6 +136,12 @@ fn spliced_flow_is_translated_in_kernel_next_to_stateful_firewall() {
             ),
         ];
         rs.add_translations(&entries).expect("add translations");
+        let fam = if v6 { 6 } else { 4 };
+        assert_eq!(
+            t.host.flow_chains(),
+            ["in", "out"].map(|d| vec![format!("translate spliced flows (xlate_{d}{fam})")]),
+            "first translations bring their rules"
+        );
 
         let mut c = connect(&t.host, Some(sock_local), sock_peer)
             .unwrap_or_else(|e| {
@@ -165,6 +171,12 @@ fn spliced_flow_is_translated_in_kernel_next_to_stateful_firewall() {
 
         let keys: Vec<_> = entries.iter().map(|(d, k, _)| (*d, *k)).collect();
         rs.remove_translations(&keys).expect("remove translations");
+        let none: [Vec<String>; 2] = Default::default();
+        assert_eq!(
+            t.host.flow_chains(),
+            none,
+            "last translations take their rules"
+        );
         // Without translation the peer's packets no longer match the socket: no echo.
         c.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();

@@ -274,3 +274,29 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// The rules of rackd's per-flow chains (`pre_flows`, `out_flows`) in this thread's
+/// namespace, each as its comment without the `rackd: ` prefix, in chain order.
+pub fn flow_chains_here() -> [Vec<String>; 2] {
+    ["pre_flows", "out_flows"].map(|chain| {
+        let listing = sh_here(&format!("nft list chain inet rackd {chain}"));
+        let rules: Vec<String> = listing
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("table") && !l.starts_with("chain"))
+            .filter(|l| *l != "}")
+            .map(|l| match l.split_once("comment \"rackd: ") {
+                Some((_, c)) => c.trim_end_matches('"').to_owned(),
+                None => format!("unexpected rule: {l}"),
+            })
+            .collect();
+        rules
+    })
+}
+
+impl Netns {
+    /// [`flow_chains_here`] inside this namespace.
+    pub fn flow_chains(&self) -> [Vec<String>; 2] {
+        self.run(flow_chains_here)
+    }
+}
