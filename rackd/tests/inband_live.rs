@@ -292,3 +292,68 @@ fn through_a_stateful_firewall_on_the_client_host_v4() {
 fn through_a_stateful_firewall_on_the_client_host_v6() {
     enhanced(Family::V6, 7006, true);
 }
+
+/// The other direction is not built (docs/decisions.md, "In-band EDP"): a user-level
+/// `edp-client` reaching an unmodified server on a rackd host must fall back to plain TCP
+/// cleanly — its probe is answered by the server program, not with the announcement — and
+/// rackd on the server must manage nothing.
+fn user_level_client(family: Family, port: u16) {
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let addr = SocketAddr::new(server.ip(family), port);
+    let rackd = Daemon::start(server, "");
+    let listen = match family {
+        Family::V4 => format!("TCP4-LISTEN:{port},fork,reuseaddr"),
+        Family::V6 => format!("TCP6-LISTEN:{port},fork,reuseaddr"),
+    };
+    let socat = server
+        .spawn("socat", [listen.as_str(), "PIPE"])
+        .expect("socat (a plain echo server) must be installed");
+    wait_for("socat to listen", Duration::from_secs(10), || {
+        server
+            .run("ss", ["-Hltn", &format!("sport = :{port}")])
+            .is_ok_and(|o| !o.stdout.trim().is_empty())
+    });
+    let edp_client = netns_tests::workspace_bin("edp-client").expect("edp-client binary");
+    let message = "from a user-level client";
+    let out = client
+        .command(edp_client)
+        .args([addr.to_string().as_str(), message])
+        .spawn()
+        .and_then(|p| p.wait(Duration::from_secs(20)))
+        .expect("edp-client runs");
+    assert!(out.success(), "edp-client: {}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with("plain ")),
+        "edp-client should fall back to plain TCP: {:?}",
+        out.stdout
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("reply {message}").as_str()),
+        "the echo, intact: {:?}",
+        out.stdout
+    );
+    let status = rackd.status();
+    assert!(
+        status.connections.is_empty(),
+        "rackd manages nothing: {:?}",
+        status.connections
+    );
+    assert_eq!(
+        status.daemon.states.get("connected").copied().unwrap_or(0),
+        0
+    );
+    let _ = socat.kill();
+}
+
+#[test]
+fn a_user_level_client_falls_back_to_plain_tcp_with_a_rackd_server_v4() {
+    user_level_client(Family::V4, 7008);
+}
+
+#[test]
+fn a_user_level_client_falls_back_to_plain_tcp_with_a_rackd_server_v6() {
+    user_level_client(Family::V6, 7009);
+}
