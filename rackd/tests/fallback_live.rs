@@ -14,18 +14,7 @@ use rackctl::proto::ConnState;
 /// Makes the router strip rackd's option (kind 253) from every forwarded SYN and SYN-ACK.
 fn strip_the_option(topo: &netns_tests::Topology) {
     let rules = "table inet strip {\n  chain forward {\n    type filter hook forward priority -10;\n    tcp flags syn reset tcp option 253\n  }\n}\n";
-    let out = topo
-        .router()
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin_piped()
-        .spawn()
-        .and_then(|p| {
-            p.write_stdin(rules.as_bytes())?;
-            p.close_stdin();
-            p.wait(Duration::from_secs(10))
-        })
-        .expect("nft on the router");
+    let out = common::nft_script(topo.router(), rules);
     assert!(
         out.success(),
         "the router cannot strip TCP options (nft `reset tcp option` needs kernel 5.x+): {}",

@@ -22,18 +22,24 @@ const MIB: u64 = 1 << 20;
 const COUNT_BEATS: &str = "table inet rk_beats {\n  counter beats { }\n  chain input {\n    type filter hook input priority 0;\n    udp dport 7113 counter name beats\n  }\n}\n";
 
 fn nft(host: &Host, script: &str) {
-    let out = host
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin_piped()
-        .spawn()
-        .and_then(|p| {
-            p.write_stdin(script.as_bytes())?;
-            p.close_stdin();
-            p.wait(Duration::from_secs(10))
-        })
-        .expect("nft");
+    let out = common::nft_script(host, script);
     assert!(out.success(), "nft: {}", out.stderr);
+}
+
+/// A plain echo server (socat) on `port` in `host`, listening when this returns.
+fn socat_echo(host: &Host, family: Family, port: u16) -> Process {
+    let listen = match family {
+        Family::V4 => format!("TCP4-LISTEN:{port},fork,reuseaddr"),
+        Family::V6 => format!("TCP6-LISTEN:{port},fork,reuseaddr"),
+    };
+    let socat = host
+        .spawn("socat", [listen.as_str(), "PIPE"])
+        .expect("socat (a plain echo server) must be installed");
+    wait_for("socat to listen", Duration::from_secs(10), || {
+        host.run("ss", ["-Hltn", &format!("sport = :{port}")])
+            .is_ok_and(|o| !o.stdout.trim().is_empty())
+    });
+    socat
 }
 
 fn beats_arrived(host: &Host) -> u64 {
@@ -204,18 +210,7 @@ fn plain(family: Family, port: u16) {
     let topo = topology();
     let (client, server) = (topo.host("client"), topo.host("server"));
     let addr = SocketAddr::new(server.ip(family), port);
-    let listen = match family {
-        Family::V4 => format!("TCP4-LISTEN:{port},fork,reuseaddr"),
-        Family::V6 => format!("TCP6-LISTEN:{port},fork,reuseaddr"),
-    };
-    let socat = server
-        .spawn("socat", [listen.as_str(), "PIPE"])
-        .expect("socat (a plain echo server) must be installed");
-    wait_for("socat to listen", Duration::from_secs(10), || {
-        server
-            .run("ss", ["-Hltn", &format!("sport = :{port}")])
-            .is_ok_and(|o| !o.stdout.trim().is_empty())
-    });
+    let socat = socat_echo(server, family, port);
     let native = connect_time(client, addr);
     let rackd = Daemon::start(client, &client_config(addr));
 
@@ -302,18 +297,7 @@ fn user_level_client(family: Family, port: u16) {
     let (client, server) = (topo.host("client"), topo.host("server"));
     let addr = SocketAddr::new(server.ip(family), port);
     let rackd = Daemon::start(server, "");
-    let listen = match family {
-        Family::V4 => format!("TCP4-LISTEN:{port},fork,reuseaddr"),
-        Family::V6 => format!("TCP6-LISTEN:{port},fork,reuseaddr"),
-    };
-    let socat = server
-        .spawn("socat", [listen.as_str(), "PIPE"])
-        .expect("socat (a plain echo server) must be installed");
-    wait_for("socat to listen", Duration::from_secs(10), || {
-        server
-            .run("ss", ["-Hltn", &format!("sport = :{port}")])
-            .is_ok_and(|o| !o.stdout.trim().is_empty())
-    });
+    let socat = socat_echo(server, family, port);
     let edp_client = netns_tests::workspace_bin("edp-client").expect("edp-client binary");
     let message = "from a user-level client";
     let out = client

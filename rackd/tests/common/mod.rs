@@ -209,3 +209,17 @@ pub fn both_in(
             .is_some_and(|c| c.state == state && reconnects.is_none_or(|r| c.reconnects == r))
     })
 }
+
+/// Loads an nft script (`nft -f -`) in `host`; the output says whether it worked.
+pub fn nft_script(host: &Host, script: &str) -> netns_tests::Output {
+    host.command("nft")
+        .args(["-f", "-"])
+        .stdin_piped()
+        .spawn()
+        .and_then(|p| {
+            p.write_stdin(script.as_bytes())?;
+            p.close_stdin();
+            p.wait(Duration::from_secs(10))
+        })
+        .expect("nft")
+}
