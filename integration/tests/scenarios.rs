@@ -81,18 +81,28 @@ const SSH_PORT: u16 = 2222;
 /// Lines the remote loop prints, one every 0.2 s: it runs before, through and after the outage.
 const TICKS: u32 = 400;
 
-/// The numbers `TICK-<n>-OK` on the screen, in order.
+/// The numbers `TICK-<n>-OK` on the screen, in order, wherever they stand on a line. A line
+/// typed before the shell prints its prompt is echoed by the terminal first; the prompt then
+/// stands in front of the command's first output (`# TICK-0-OK`, seen once in CI). The typed
+/// command itself reads `TICK-$i-OK` and does not count.
 fn ticks_seen(screen: &str) -> Vec<u32> {
     screen
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("TICK-")?
-                .strip_suffix("-OK")?
-                .parse()
-                .ok()
+        .split("TICK-")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits == 0 || !rest[digits..].starts_with("-OK") {
+                return None;
+            }
+            rest[..digits].parse().ok()
         })
         .collect()
+}
+
+#[test]
+fn ticks_are_read_behind_the_prompt_and_not_from_the_typed_command() {
+    let screen = "i=0; while ...; do echo TICK-$i-OK; ...\n# TICK-0-OK\n\x1b[0mTICK-1-OK\n";
+    assert_eq!(ticks_seen(screen), [0, 1]);
 }
 
 fn ssh(bed: &Testbed) -> Result<Summary> {
