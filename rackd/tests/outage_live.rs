@@ -57,8 +57,16 @@ impl Pair<'_> {
     /// Waits until both ends show the connection in `state` (with `reconnects`, if given);
     /// panics with both daemons' logs after `limit`.
     fn wait(&self, what: &str, limit: Duration, state: ConnState, reconnects: Option<u32>) {
+        self.wait_until(what, limit, || {
+            both_in(self.client, self.server, PORT, state, reconnects)
+        });
+    }
+
+    /// Waits until `done` holds; panics with both ends' connection and both daemons' logs after
+    /// `limit`.
+    fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let start = Instant::now();
-        while !both_in(self.client, self.server, PORT, state, reconnects) {
+        while !done() {
             assert!(
                 start.elapsed() < limit,
                 "timed out waiting for {what}:\nclient: {:?}\nserver: {:?}\n{}",
@@ -676,7 +684,7 @@ fn through_a_firewall(family: Family) {
         Family::V4 => v4.to_string(),
         Family::V6 => v6.to_string(),
     };
-    wait_for(
+    pair.wait_until(
         "the server to follow the client's move",
         Duration::from_secs(8),
         || {

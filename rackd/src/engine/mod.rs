@@ -910,14 +910,16 @@ impl Engine {
             .collect();
         for (key, wire) in moved {
             tracing::info!(flow = %key, new = %wire.local.ip(), "local address moved");
-            self.rewire(key, wire);
             // Held until the peer has seen a beat from the new address and translates too;
             // before that the socket's packets would meet no socket there and draw a reset.
+            // Held first, so the translation is installed queued: a socket that could not send
+            // while its address was gone retransmits as soon as the address is kept on lo.
             let ip = wire.remote.ip();
             if let Some(peer) = self.peers.get_mut(&ip) {
                 peer.reconfirm(now, &self.timing);
             }
             self.evaluate(now, ip);
+            self.rewire(key, wire);
         }
     }
 
