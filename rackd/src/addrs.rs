@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
 
 /// Every address assigned to an interface of this network namespace.
@@ -36,6 +37,71 @@ pub fn local_addresses() -> io::Result<HashSet<IpAddr>> {
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
+}
+
+/// The kernel's address notifications (rtnetlink groups `IPV4_IFADDR` and `IPV6_IFADDR`), so a
+/// departed address is kept and its flows moved within milliseconds instead of at the next tick:
+/// until then a socket bound to it cannot send. Only the fact of a change is used; the addresses
+/// are then read whole with [`local_addresses`].
+#[derive(Debug)]
+pub struct AddressEvents {
+    fd: OwnedFd,
+}
+
+impl AddressEvents {
+    pub fn subscribe() -> io::Result<Self> {
+        let flags = libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: plain socket(2); the descriptor is owned right below.
+        let raw = unsafe { libc::socket(libc::AF_NETLINK, flags, libc::NETLINK_ROUTE) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_nl is plain data, for which all zeroes is valid.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `addr` is a valid sockaddr_nl of `len` bytes.
+        let bound = unsafe { libc::bind(raw, (&raw const addr).cast(), len) };
+        if bound < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(AddressEvents { fd })
+    }
+
+    /// Reads every pending notification: whether any came. Notifications the kernel dropped
+    /// for a full buffer count as a change too.
+    pub fn drain(&self) -> io::Result<bool> {
+        let mut buf = [0u8; 8192];
+        let mut changed = false;
+        loop {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 {
+                changed = true;
+                continue;
+            }
+            if n == 0 {
+                return Ok(changed);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(changed),
+                Some(libc::ENOBUFS) => changed = true,
+                Some(libc::EINTR) => {}
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+impl AsRawFd for AddressEvents {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 /// The source address the kernel would use towards `dst` now (a connected UDP socket sends
@@ -164,6 +230,28 @@ fn ip(args: &[&str]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_events_report_an_added_address() {
+        // Needs its own network namespace (root): unshare(CLONE_NEWNET) in a thread of its own.
+        let seen = std::thread::spawn(|| {
+            // SAFETY: unshare affects only the calling thread's network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(format!(
+                    "unshare(CLONE_NEWNET) needs root: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+            let events = AddressEvents::subscribe().map_err(|e| e.to_string())?;
+            let quiet = events.drain().map_err(|e| e.to_string())?;
+            ip(&["link", "set", "lo", "up"]).map_err(|e| e.to_string())?;
+            ip(&["addr", "add", "192.0.2.9/32", "dev", "lo"]).map_err(|e| e.to_string())?;
+            Ok((quiet, events.drain().map_err(|e| e.to_string())?))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, Ok((false, true)));
+    }
 
     #[test]
     fn loopback_is_a_local_address_and_its_own_source() {

@@ -12,6 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::addrs::AddressEvents;
 use crate::checkpoint::service::Checkpoints;
 use crate::config::Config;
 use crate::control::{self, ControlCall, Reply};
@@ -25,8 +26,12 @@ use crate::sockdiag::DestroyEvents;
 use crate::sockets::SocketTable;
 
 /// How often the kernel's socket table is read (closed connections, byte counters).
-/// Local addresses and the state file are looked at every tick.
+/// The state file is saved every tick; local addresses are read on every tick too, as a safety
+/// net for lost address notifications.
 const TICK: Duration = Duration::from_secs(1);
+/// How long after an address notification the addresses are read: changes come in bursts (an
+/// address deleted and its successor added), and a flow is best moved once, to the successor.
+const ADDRESS_SETTLE: Duration = Duration::from_millis(20);
 /// Sockets that end are reported by the kernel's destroy notifications; the whole table is
 /// read only this often, as a safety net (a socket that never existed, notifications lost),
 /// and for a status request: reading it is what a rackd with 10,000 connections spent its idle
@@ -62,6 +67,8 @@ pub enum DaemonError {
     Channel { port: u16, source: io::Error },
     #[error("reading the kernel's socket table (sock_diag): {0}")]
     Sockets(io::Error),
+    #[error("address change notifications (rtnetlink): {0}")]
+    Addresses(io::Error),
 }
 
 /// Facts about the running daemon that do not change.
@@ -188,6 +195,13 @@ async fn event_loop(
     // open and unreplaced until the AsyncFd is dropped.
     let mut destroyed =
         unsafe { AsyncFd::register(destroyed) }.map_err(|e| DaemonError::Sockets(e.into()))?;
+    let address_events = AddressEvents::subscribe().map_err(DaemonError::Addresses)?;
+    // SAFETY: AddressEvents owns its descriptor and is moved into the AsyncFd, which keeps it
+    // open and unreplaced until the AsyncFd is dropped.
+    let address_events = unsafe { AsyncFd::register(address_events) }
+        .map_err(|e| DaemonError::Addresses(e.into()))?;
+    // Addresses are read once a burst of changes is over (a delete and an add come together).
+    let mut check_addresses_at: Option<Instant> = None;
     let mut gone = Vec::new();
     let mut datagram = vec![0u8; 2048];
     let mut checkpoints = Checkpoints::new(info.checkpoint.clone());
@@ -243,17 +257,25 @@ async fn event_loop(
                 if ticks % SOCKET_TABLE_TICKS == 0 {
                     read_socket_table(&mut engine, &mut io);
                 }
-                match crate::addrs::local_addresses() {
-                    Ok(present) => engine.on_local_addresses(
-                        Instant::now(),
-                        |a| present.contains(&a) && !io.kept.contains(&a),
-                        crate::addrs::source_for,
-                    ),
-                    Err(e) => tracing::warn!("listing local addresses: {e}"),
-                }
+                check_addresses(&mut engine, &io);
                 if let Err(e) = io.state.save(&engine) {
                     tracing::warn!("{e}");
                 }
+            }
+            ready = address_events.readable() => {
+                let mut guard = ready.map_err(DaemonError::Addresses)?;
+                match guard.get_inner().drain() {
+                    Ok(true) => {
+                        check_addresses_at.get_or_insert(Instant::now() + ADDRESS_SETTLE);
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("address notifications: {e}"),
+                }
+                guard.clear_ready();
+            }
+            () = sleep_until(check_addresses_at) => {
+                check_addresses_at = None;
+                check_addresses(&mut engine, &io);
             }
             Some((key, enhanced)) = io.probes.next() => {
                 engine.on_edp_probe(Instant::now(), key, enhanced);
@@ -273,6 +295,17 @@ async fn event_loop(
         tracing::error!("{e}");
     }
     Ok(())
+}
+
+fn check_addresses(engine: &mut Engine, io: &Io<'_>) {
+    match crate::addrs::local_addresses() {
+        Ok(present) => engine.on_local_addresses(
+            Instant::now(),
+            |a| present.contains(&a) && !io.kept.contains(&a),
+            crate::addrs::source_for,
+        ),
+        Err(e) => tracing::warn!("listing local addresses: {e}"),
+    }
 }
 
 fn read_socket_table(engine: &mut Engine, io: &mut Io<'_>) {

@@ -902,7 +902,8 @@ impl Engine {
             .values()
             .filter(|f| f.session.is_some() && !present(f.wire.local.ip()))
             .filter_map(|f| {
-                let new = source_for(f.wire.remote.ip())?;
+                let new = source_for(f.wire.remote.ip())
+                    .filter(|&new| reaches(new, f.wire.remote.ip()))?;
                 let mut wire = f.wire;
                 wire.local.set_ip(new);
                 (new != f.wire.local.ip()).then_some((f.key, wire))
@@ -1592,6 +1593,16 @@ impl TokenSource {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `source` can carry a flow to `remote`: while an address is being replaced the kernel
+/// may offer a link-local or loopback source for a while, and a flow moved there would be lost.
+fn reaches(source: IpAddr, remote: IpAddr) -> bool {
+    let narrow = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.is_loopback() || a.is_link_local() || a.is_unspecified(),
+        IpAddr::V6(a) => a.is_loopback() || a.is_unicast_link_local() || a.is_unspecified(),
+    };
+    !narrow(source) || narrow(remote)
+}
 
 /// Rewrites a packet for the peer from the socket's view of the flow to the wire's. Packets for
 /// the local socket stay as they are: they are delivered locally, untranslated.

@@ -1086,6 +1086,36 @@ fn a_client_address_change_is_followed_by_both_ends() {
 }
 
 #[test]
+fn a_link_local_source_offered_mid_change_does_not_take_the_flow() {
+    let mut net = Net::connected();
+    let old = key_at_client().local.ip();
+    // The old address is gone and its successor not there yet: the kernel offers what is left.
+    for offered in ["169.254.7.7", "127.0.0.1"] {
+        let offered: IpAddr = offered.parse().unwrap();
+        net.c
+            .on_local_addresses(net.now, |a| a != old, |_| Some(offered));
+        assert_eq!(net.c.flow(&key_at_client()).unwrap().wire, key_at_client());
+    }
+    assert_eq!(drain(&mut net.c), [Action::KeepLocal(old)]);
+    let new: IpAddr = "192.0.2.66".parse().unwrap();
+    net.c_addr = new;
+    net.c
+        .on_local_addresses(net.now, |a| a != old, |_| Some(new));
+    assert_eq!(net.c.flow(&key_at_client()).unwrap().wire.local.ip(), new);
+}
+
+#[test]
+fn only_a_source_of_the_remotes_scope_reaches_it() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert!(reaches(ip("2001:db8:1::3"), ip("2001:db8:2::2")));
+    assert!(!reaches(ip("fe80::1"), ip("2001:db8:2::2")));
+    assert!(!reaches(ip("::1"), ip("2001:db8:2::2")));
+    assert!(reaches(ip("fe80::1"), ip("fe80::2")));
+    assert!(!reaches(ip("169.254.1.1"), ip("198.51.100.2")));
+    assert!(reaches(ip("192.0.2.3"), ip("198.51.100.2")));
+}
+
+#[test]
 fn forged_beats_from_another_address_do_not_move_the_peer() {
     let mut net = Net::connected();
     let id = net.s.flow(&key_at_server()).unwrap().conn_id().unwrap();
