@@ -55,6 +55,11 @@ fn move_during_transfer(family: Family, mover: &str, with_rackd: bool) -> Result
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        eprintln!(
+            "{}: both ends followed the {mover}'s move to {new} within {} ms",
+            family_name(family),
+            start.elapsed().as_millis()
+        );
         if family == Family::V4 {
             assert_departed_address_unclaimed(&topo, mover, old_v4);
         }
