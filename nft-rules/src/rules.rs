@@ -71,6 +71,8 @@ pub(crate) struct FamilyLayout {
     /// The IP header checksum, if the family has one.
     ip_csum: Csum,
     pub(crate) flows: SetSpec,
+    /// Flows queued without bypass: their packets are dropped while no reader is bound.
+    pub(crate) strict: SetSpec,
     pub(crate) xlate_in: SetSpec,
     pub(crate) xlate_out: SetSpec,
     local_addrs: &'static CStr,
@@ -134,6 +136,7 @@ pub(crate) const V4: FamilyLayout = FamilyLayout {
     daddr_offset: 16,
     ip_csum: Csum::Inet { offset: 10 },
     flows: tuple_set(c"flows4", V4_KEY, 4, None),
+    strict: tuple_set(c"strict4", V4_KEY, 4, None),
     xlate_in: tuple_set(c"xlate_in4", V4_KEY, 4, Some(V4_DATA)),
     xlate_out: tuple_set(c"xlate_out4", V4_KEY, 4, Some(V4_DATA)),
     local_addrs: c"local4",
@@ -149,6 +152,7 @@ pub(crate) const V6: FamilyLayout = FamilyLayout {
     daddr_offset: 24,
     ip_csum: Csum::None,
     flows: tuple_set(c"flows6", V6_KEY, 16, None),
+    strict: tuple_set(c"strict6", V6_KEY, 16, None),
     xlate_in: tuple_set(c"xlate_in6", V6_KEY, 16, Some(V6_DATA)),
     xlate_out: tuple_set(c"xlate_out6", V6_KEY, 16, Some(V6_DATA)),
     local_addrs: c"local6",
@@ -230,11 +234,11 @@ impl FamilyLayout {
         e
     }
 
-    fn queue_flows(&self, verdict: &Expr) -> Vec<Expr> {
+    fn queue_flows(&self, set: &'static CStr, verdict: &Expr) -> Vec<Expr> {
         let mut e = self.match_tcp();
         e.extend(self.load_tuple());
         e.extend([
-            expr::lookup(self.flows.name, NFT_REG32_00, None, false),
+            expr::lookup(set, NFT_REG32_00, None, false),
             expr::counter(),
             verdict.clone(),
         ]);
@@ -394,7 +398,12 @@ fn selector_set<T: Point>(
 pub(crate) fn sets(cfg: &Config) -> Result<(Vec<SetInit>, EligibleSummary), ConfigError> {
     let mut sets = Vec::new();
     for layout in [&V4, &V6] {
-        for spec in [&layout.flows, &layout.xlate_in, &layout.xlate_out] {
+        for spec in [
+            &layout.flows,
+            &layout.strict,
+            &layout.xlate_in,
+            &layout.xlate_out,
+        ] {
             sets.push(SetInit {
                 spec: spec.clone(),
                 elems: Vec::new(),
@@ -465,26 +474,39 @@ pub(crate) fn sets(cfg: &Config) -> Result<(Vec<SetInit>, EligibleSummary), Conf
 #[derive(Debug)]
 pub(crate) struct EligibleSummary(Eligible);
 
-/// The queue verdict for the configured queues and mechanism.
-pub(crate) fn queue_verdict(cfg: &Config, mode: QueueMode) -> Expr {
+/// The queue verdicts for the configured queues and mechanism: `open` lets packets pass while
+/// no reader is bound (if the configuration says so), `strict` never does.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QueueVerdicts {
+    pub(crate) open: Expr,
+    pub(crate) strict: Expr,
+}
+
+pub(crate) fn queue_verdicts(cfg: &Config, mode: QueueMode) -> QueueVerdicts {
     let q = cfg.queue;
-    let mut flags = 0;
-    if q.bypass {
-        flags |= QUEUE_FLAG_BYPASS;
-    }
-    if q.count > 1 && q.fanout == Fanout::Cpu {
-        flags |= QUEUE_FLAG_CPU_FANOUT;
-    }
-    match mode {
-        QueueMode::Native => expr::queue_native(q.num, q.count, flags),
-        QueueMode::Compat => expr::queue_compat(q.num, q.count, flags),
+    let verdict = |bypass: bool| {
+        let mut flags = 0;
+        if bypass {
+            flags |= QUEUE_FLAG_BYPASS;
+        }
+        if q.count > 1 && q.fanout == Fanout::Cpu {
+            flags |= QUEUE_FLAG_CPU_FANOUT;
+        }
+        match mode {
+            QueueMode::Native => expr::queue_native(q.num, q.count, flags),
+            QueueMode::Compat => expr::queue_compat(q.num, q.count, flags),
+        }
+    };
+    QueueVerdicts {
+        open: verdict(q.bypass),
+        strict: verdict(false),
     }
 }
 
 /// The rules of both base chains, in order: the mark, the jump to the per-flow rules, SYN
 /// interception. The per-flow chains start empty ([`flow_rules`] fills them).
 pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Vec<RuleSpec> {
-    let verdict = queue_verdict(cfg, mode);
+    let verdict = queue_verdicts(cfg, mode).open;
     let mark = cfg.mark;
     let mut out = Vec::new();
     for chain in ChainId::BASE {
@@ -526,7 +548,7 @@ pub(crate) fn rules(cfg: &Config, elig: &EligibleSummary, mode: QueueMode) -> Ve
 /// host would pay for it.
 pub(crate) fn flow_rules(
     base: ChainId,
-    verdict: &Expr,
+    verdicts: &QueueVerdicts,
     nonempty: impl Fn(&'static CStr) -> bool,
 ) -> Vec<RuleSpec> {
     let chain = base.flows();
@@ -542,12 +564,14 @@ pub(crate) fn flow_rules(
             });
         }
     }
-    for l in [&V4, &V6] {
-        if nonempty(l.flows.name) {
+    let queued = [&V4, &V6].map(|l| (l, l.flows.name, &verdicts.open));
+    let strict = [&V4, &V6].map(|l| (l, l.strict.name, &verdicts.strict));
+    for (l, set, verdict) in queued.into_iter().chain(strict) {
+        if nonempty(set) {
             out.push(RuleSpec {
                 chain,
-                comment: format!("queue flows in @{}", l.flows.name.to_string_lossy()),
-                exprs: l.queue_flows(verdict),
+                comment: format!("queue flows in @{}", set.to_string_lossy()),
+                exprs: l.queue_flows(set, verdict),
             });
         }
     }
@@ -588,8 +612,8 @@ mod tests {
 
     #[test]
     fn flow_rules_only_for_nonempty_sets_in_canonical_order() {
-        let v = queue_verdict(&Config::default(), QueueMode::Native);
-        assert!(flow_rules(ChainId::Pre, &v, |_| true).len() == 4);
+        let v = queue_verdicts(&Config::default(), QueueMode::Native);
+        assert!(flow_rules(ChainId::Pre, &v, |_| true).len() == 6);
         let all = names(&flow_rules(ChainId::Out, &v, |_| true));
         assert_eq!(
             all,
@@ -598,6 +622,8 @@ mod tests {
                 "OutFlows: translate spliced flows (xlate_out6)",
                 "OutFlows: queue flows in @flows4",
                 "OutFlows: queue flows in @flows6",
+                "OutFlows: queue flows in @strict4",
+                "OutFlows: queue flows in @strict6",
             ]
         );
         assert!(flow_rules(ChainId::Pre, &v, |_| false).is_empty());
@@ -633,7 +659,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.eligibility.local_ports = Selector::except([22, 0].map(|p| p..=p));
         let (s, el) = sets(&cfg).unwrap();
-        let extra: Vec<_> = s.iter().skip(6).collect();
+        let extra: Vec<_> = s.iter().skip(8).collect();
         assert_eq!(extra.len(), 1);
         assert_eq!(extra[0].spec.name, c"local_ports");
         // 1..=21, 23..=65535 (open-ended: no end marker)

@@ -32,8 +32,8 @@ pub struct Ruleset {
     sock: NlSocket,
     table: CString,
     mode: QueueMode,
-    /// The queue verdict of the per-flow rules, kept to re-add them.
-    verdict: Expr,
+    /// The queue verdicts of the per-flow rules, kept to re-add them.
+    verdicts: rules::QueueVerdicts,
     /// What the per-flow sets and maps hold, and so which per-flow rules are in place.
     occupancy: RefCell<Occupancy>,
     installed: bool,
@@ -144,7 +144,7 @@ impl Ruleset {
             sock,
             table: table_name,
             mode,
-            verdict: rules::queue_verdict(cfg, mode),
+            verdicts: rules::queue_verdicts(cfg, mode),
             occupancy: RefCell::new(Occupancy::default()),
             installed: true,
         })
@@ -164,20 +164,43 @@ impl Ruleset {
     /// translation) equals one of `flows`; each key is one direction. Adding a present key
     /// is not an error.
     pub fn queue_flows(&self, flows: &[FlowKey]) -> Result<()> {
-        self.change_flows(flows, MsgType::Add, "queue flows")
+        self.change_flows(flows, false, MsgType::Add, "queue flows")
     }
 
     /// Stops queueing `flows`. Every key must be present, or nothing changes.
     pub fn unqueue_flows(&self, flows: &[FlowKey]) -> Result<()> {
-        self.change_flows(flows, MsgType::Del, "unqueue flows")
+        self.change_flows(flows, false, MsgType::Del, "unqueue flows")
     }
 
-    fn change_flows(&self, flows: &[FlowKey], ty: MsgType, op: &'static str) -> Result<()> {
+    /// Like [`Ruleset::queue_flows`], but the packets are never let through unqueued: while no
+    /// reader is bound (the daemon died) they are dropped, even with `queue.bypass`. For flows
+    /// only the daemon can carry correctly — whose packets it rewrites.
+    pub fn queue_flows_strictly(&self, flows: &[FlowKey]) -> Result<()> {
+        self.change_flows(flows, true, MsgType::Add, "queue flows strictly")
+    }
+
+    /// Stops queueing flows queued with [`Ruleset::queue_flows_strictly`].
+    pub fn unqueue_flows_strictly(&self, flows: &[FlowKey]) -> Result<()> {
+        self.change_flows(flows, true, MsgType::Del, "unqueue strictly queued flows")
+    }
+
+    fn change_flows(
+        &self,
+        flows: &[FlowKey],
+        strict: bool,
+        ty: MsgType,
+        op: &'static str,
+    ) -> Result<()> {
         let mut by_set: BTreeMap<&'static CStr, Vec<Elem>> = BTreeMap::new();
         for key in flows {
             let layout = FamilyLayout::of(key.family()?);
+            let set = if strict {
+                &layout.strict
+            } else {
+                &layout.flows
+            };
             by_set
-                .entry(layout.flows.name)
+                .entry(set.name)
                 .or_default()
                 .push(Elem::key(key.encode()));
         }
@@ -249,8 +272,8 @@ impl Ruleset {
         let table = Table::new(&self.table, ProtoFamily::Inet);
         let chains = ChainId::BASE.map(|base| (base, chain_of(&table, base.flows())));
         for (base, chain) in &chains {
-            let before = rules::flow_rules(*base, &self.verdict, |s| now.contains(s));
-            let after = rules::flow_rules(*base, &self.verdict, |s| next.contains(s));
+            let before = rules::flow_rules(*base, &self.verdicts, |s| now.contains(s));
+            let after = rules::flow_rules(*base, &self.verdicts, |s| next.contains(s));
             if before != after || occupancy.rules_unknown() {
                 // A rule delete without a handle flushes the chain.
                 let name = chain.get_name().to_string_lossy();

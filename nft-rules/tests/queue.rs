@@ -241,3 +241,47 @@ fn ten_thousand_flows_install_in_under_a_second() {
         );
     }
 }
+
+#[test]
+fn strictly_queued_flows_are_dropped_without_a_reader() {
+    // No reader is bound: an ordinary per-flow entry passes its packets (bypass), a strict one
+    // drops them — a flow whose packets only the daemon can rewrite must not go out unrewritten.
+    let ns = Netns::new();
+    let rs = ns
+        .run(|| Ruleset::install(&Config::default()))
+        .expect("install");
+    let server = echo_server(&ns, "127.0.0.1:0".parse().unwrap());
+    let mut c = connect(&ns, None, server).expect("connect with bypass and no reader");
+    let flow = FlowKey::new(c.local_addr().unwrap(), server);
+    let both = [flow, flow.reversed()];
+
+    rs.queue_flows(&both).expect("queue flows");
+    echo_roundtrip(&mut c, b"bypassed").expect("an ordinary entry passes without a reader");
+    rs.unqueue_flows(&both).expect("unqueue flows");
+
+    rs.queue_flows_strictly(&both)
+        .expect("queue flows strictly");
+    let strict4 = vec!["queue flows in @strict4".to_owned()];
+    assert_eq!(ns.flow_chains(), [strict4.clone(), strict4]);
+    c.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let err = echo_roundtrip(&mut c, b"held").expect_err("a strict entry must drop");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "expected a read timeout, got {err}"
+    );
+
+    // Released, the connection carries on: the dropped bytes are retransmitted.
+    rs.unqueue_flows_strictly(&both)
+        .expect("unqueue strictly queued flows");
+    let none: [Vec<String>; 2] = Default::default();
+    assert_eq!(ns.flow_chains(), none);
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut got = [0u8; 4];
+    std::io::Read::read_exact(&mut c, &mut got).expect("the held bytes arrive once released");
+    assert_eq!(&got, b"held");
+}
