@@ -524,6 +524,7 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         fallback: cfg.peer.fallback,
         // Validated when the configuration was read.
         edp_servers: cfg.peer.edp_server_list().unwrap_or_default(),
+        edp_ports: cfg.peer.edp_ports.clone(),
         beat_base: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64),
