@@ -163,3 +163,6 @@ impl Engine {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
