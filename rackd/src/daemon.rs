@@ -91,6 +91,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         max_len: cfg.queue.max_len,
         rcvbuf: cfg.queue.rcvbuf_bytes,
         fail_open: true,
+        // Connections to `peer.edp_ports` are rewritten packet by packet (see `edp_port`).
+        segment_gso: !cfg.peer.edp_ports.is_empty(),
     })
     .map_err(|source| DaemonError::Queue {
         queues: queues.clone(),
