@@ -192,9 +192,16 @@ fn edp_client(
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
-fn enhanced(family: Family, port: u16) {
+fn enhanced(family: Family, port: u16, firewall: bool) {
     let topo = topology();
     let (client, server) = (topo.host("client"), topo.host("server"));
+    if firewall {
+        // The common stateful ruleset (`ct state invalid drop`) on the server's host: conntrack
+        // sees the socket's side of the translation both ways and must find it consistent.
+        server
+            .firewall_stateful(&[port, port + 100])
+            .expect("firewall on the server host");
+    }
     let addr = SocketAddr::new(server.ip(family), port);
     let plain_addr = SocketAddr::new(server.ip(family), port + 100);
     let program = EchoServer::start(server, addr, None);
@@ -342,12 +349,12 @@ fn banner(family: Family, port: u16) {
 
 #[test]
 fn a_user_level_edp_client_is_enhanced_by_an_unmodified_server_v4() {
-    enhanced(Family::V4, 7101);
+    enhanced(Family::V4, 7101, false);
 }
 
 #[test]
 fn a_user_level_edp_client_is_enhanced_by_an_unmodified_server_v6() {
-    enhanced(Family::V6, 7102);
+    enhanced(Family::V6, 7102, false);
 }
 
 #[test]
@@ -368,4 +375,14 @@ fn a_server_speaks_first_banner_arrives_on_an_edp_port_v4() {
 #[test]
 fn a_server_speaks_first_banner_arrives_on_an_edp_port_v6() {
     banner(Family::V6, 7106);
+}
+
+#[test]
+fn through_a_stateful_firewall_on_the_server_host_v4() {
+    enhanced(Family::V4, 7107, true);
+}
+
+#[test]
+fn through_a_stateful_firewall_on_the_server_host_v6() {
+    enhanced(Family::V6, 7108, true);
 }
