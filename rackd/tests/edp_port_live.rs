@@ -53,12 +53,26 @@ struct EchoServer {
 
 impl EchoServer {
     fn start(host: &Host, addr: SocketAddr, banner: Option<&'static [u8]>) -> EchoServer {
+        EchoServer::start_with_mss(host, addr, banner, None)
+    }
+
+    /// With `mss`, the listener advertises that MSS (TCP_MAXSEG), so the client sends segments
+    /// no larger.
+    fn start_with_mss(
+        host: &Host,
+        addr: SocketAddr,
+        banner: Option<&'static [u8]>,
+        mss: Option<u32>,
+    ) -> EchoServer {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (ready, listening) = mpsc::channel();
         let (stop2, seen2) = (stop.clone(), seen.clone());
         in_netns(host.netns(), move || {
             let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            if let Some(mss) = mss {
+                set_mss(&listener, mss);
+            }
             listener.set_nonblocking(true).unwrap();
             ready.send(()).unwrap();
             while !stop2.load(Ordering::Relaxed) {
@@ -78,6 +92,21 @@ impl EchoServer {
     fn seen(&self) -> Vec<Vec<u8>> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+fn set_mss(listener: &TcpListener, mss: u32) {
+    let value = mss as libc::c_int;
+    // SAFETY: setsockopt(2) on a socket we own, reading one c_int from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for EchoServer {
@@ -192,7 +221,8 @@ fn edp_client(
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
-fn enhanced(family: Family, port: u16, firewall: bool) {
+/// `mss`: the program's listener advertises it (536 splits the announcement over segments).
+fn enhanced(family: Family, port: u16, firewall: bool, mss: Option<u32>) {
     let topo = topology();
     let (client, server) = (topo.host("client"), topo.host("server"));
     if firewall {
@@ -204,8 +234,8 @@ fn enhanced(family: Family, port: u16, firewall: bool) {
     }
     let addr = SocketAddr::new(server.ip(family), port);
     let plain_addr = SocketAddr::new(server.ip(family), port + 100);
-    let program = EchoServer::start(server, addr, None);
-    let unlisted = EchoServer::start(server, plain_addr, None);
+    let program = EchoServer::start_with_mss(server, addr, None, mss);
+    let unlisted = EchoServer::start_with_mss(server, plain_addr, None, mss);
     let rackd = Daemon::start(server, &config(port));
     let data = payload(MIB);
 
@@ -266,7 +296,7 @@ fn enhanced(family: Family, port: u16, firewall: bool) {
     assert!(plain.session.is_none());
     assert_eq!(sha256(&plain.echoed), sha256(&data));
     println!(
-        "{}: 1 MiB echoed through translation in {:?}; unlisted port (plain) {:?}",
+        "{} (MSS {mss:?}): 1 MiB echoed through translation in {:?}; unlisted port (plain) {:?}",
         family_name(family),
         t.took,
         plain.took
@@ -349,12 +379,12 @@ fn banner(family: Family, port: u16) {
 
 #[test]
 fn a_user_level_edp_client_is_enhanced_by_an_unmodified_server_v4() {
-    enhanced(Family::V4, 7101, false);
+    enhanced(Family::V4, 7101, false, None);
 }
 
 #[test]
 fn a_user_level_edp_client_is_enhanced_by_an_unmodified_server_v6() {
-    enhanced(Family::V6, 7102, false);
+    enhanced(Family::V6, 7102, false, None);
 }
 
 #[test]
@@ -379,10 +409,20 @@ fn a_server_speaks_first_banner_arrives_on_an_edp_port_v6() {
 
 #[test]
 fn through_a_stateful_firewall_on_the_server_host_v4() {
-    enhanced(Family::V4, 7107, true);
+    enhanced(Family::V4, 7107, true, None);
 }
 
 #[test]
 fn through_a_stateful_firewall_on_the_server_host_v6() {
-    enhanced(Family::V6, 7108, true);
+    enhanced(Family::V6, 7108, true, None);
+}
+
+#[test]
+fn the_announcement_split_at_mss_536_v4() {
+    enhanced(Family::V4, 7109, false, Some(536));
+}
+
+#[test]
+fn the_announcement_split_at_mss_536_v6() {
+    enhanced(Family::V6, 7110, false, Some(536));
 }
