@@ -426,3 +426,52 @@ fn the_announcement_split_at_mss_536_v4() {
 fn the_announcement_split_at_mss_536_v6() {
     enhanced(Family::V6, 7110, false, Some(536));
 }
+
+/// The `edp-client` program itself: it prints the id and key rackd shows and logs, and gets
+/// its message echoed.
+fn edp_client_program(family: Family, port: u16) {
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let addr = SocketAddr::new(server.ip(family), port);
+    let _program = EchoServer::start(server, addr, None);
+    let rackd = Daemon::start(server, &config(port));
+    let edp_client = netns_tests::workspace_bin("edp-client").expect("edp-client binary");
+    let message = "from a user-level client";
+    let out = client
+        .command(edp_client)
+        .args([addr.to_string().as_str(), message])
+        .spawn()
+        .and_then(|p| p.wait(Duration::from_secs(20)))
+        .expect("edp-client runs");
+    assert!(out.success(), "edp-client: {}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let first = lines.first().copied().unwrap_or("");
+    let id = first
+        .strip_prefix("enhanced conn=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("edp-client should be enhanced: {:?}", out.stdout));
+    let key = first.rsplit("key=").next().unwrap().trim();
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("reply {message}").as_str())
+    );
+    let log = rackd.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("connected to a user-level EDP client")
+                && l.contains(&format!("id={id}"))
+                && l.contains(&format!("key={key}"))),
+        "rackd should log id {id} with key {key}:\n{}",
+        rackd.log_tail()
+    );
+}
+
+#[test]
+fn edp_client_prints_the_id_and_key_rackd_logs_v4() {
+    edp_client_program(Family::V4, 7111);
+}
+
+#[test]
+fn edp_client_prints_the_id_and_key_rackd_logs_v6() {
+    edp_client_program(Family::V6, 7112);
+}
