@@ -1218,6 +1218,10 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(&key) else {
             return Ok(());
         };
+        if flow.edp_port.is_some() {
+            // Every packet is translated; a hold would speak untranslated (see `edp_port`).
+            return Err("translated for a user-level EDP client");
+        }
         match flow.state {
             State::Connected => {
                 flow.pinned = true;

@@ -166,6 +166,23 @@ fn an_edp_client_is_connected_with_its_id_and_translated_until_its_socket_goes()
     assert!(flow.user_peer && flow.session.is_some());
     assert_eq!(flow.id_hex(), id.to_string());
     assert!(e.flows().any(|f| f.key == key()), "listed in status");
+    // The id is the client's choice, so it indexes nothing: commands cannot reach the flow by
+    // it, and one client cannot take another's id.
+    let refused = e.suspend_by_id(now, &id.to_string());
+    assert!(
+        matches!(refused, Err(CommandError::UnknownId(_))),
+        "{refused:?}"
+    );
+    assert!(
+        e.pin(now, key()).is_err(),
+        "a hold would speak untranslated"
+    );
+    let refused = e.checkpoint_flow(now, &key());
+    assert!(
+        matches!(refused, Err(CommandError::NotManaged { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(e.flow(&key()).unwrap().state, State::Connected);
     let v = from_client(&mut e, now, client_data(bytes.len() as u32, b"x"));
     let SegmentVerdict::Rewrite(p) = v else {
         panic!("{v:?}");
