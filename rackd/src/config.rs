@@ -109,6 +109,10 @@ pub struct PeerConfig {
     /// or a prefix "ADDR/LEN" for any port. Connections to them are probed first (EDP) and,
     /// if enhanced, initialised in-band; this delays their connect by the probe.
     pub edp_servers: Vec<String>,
+    /// Local listening ports whose unmodified server programs answer user-level EDP clients
+    /// (`edp::net`, e.g. `edp-client`) on hosts without rackd: rackd answers the probe and the
+    /// initialisation in the program's place. Empty: no connection is looked at this way.
+    pub edp_ports: Vec<u16>,
 }
 
 /// The checkpoint hook (docs/checkpoint.md).
@@ -207,6 +211,7 @@ impl Default for PeerConfig {
             port: 7113,
             fallback: true,
             edp_servers: Vec::new(),
+            edp_ports: Vec::new(),
         }
     }
 }
@@ -417,6 +422,16 @@ impl Config {
         }
         self.control.mode_bits()?;
         self.peer.edp_server_list()?;
+        if let Some(port) = self.peer.edp_ports.iter().find(|p| **p == 0) {
+            return invalid("peer.edp_ports", port.to_string(), "must be a port number");
+        }
+        if let Some(port) = self.peer.edp_ports.iter().find(|p| **p == self.peer.port) {
+            return invalid(
+                "peer.edp_ports",
+                port.to_string(),
+                "is peer.port, whose connections are never intercepted",
+            );
+        }
         Ok(())
     }
 }
@@ -511,6 +526,26 @@ mod tests {
                 .to_string();
             assert!(e.contains("peer.edp_servers") && e.contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn edp_ports_are_ports_other_than_the_daemon_channel() {
+        let c = parse("[peer]\nedp_ports = [8080, 2222]\n").unwrap();
+        assert_eq!(c.peer.edp_ports, vec![8080, 2222]);
+        assert!(Config::default().peer.edp_ports.is_empty());
+        for (bad, why) in [("0", "port number"), ("7113", "peer.port")] {
+            let e = parse(&format!("[peer]\nedp_ports = [80, {bad}]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("peer.edp_ports") && e.contains(bad) && e.contains(why),
+                "{e}"
+            );
+        }
+        let e = parse("[peer]\nedp_ports = [70000]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("edp_ports") && e.contains("70000"), "{e}");
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         max_len: cfg.queue.max_len,
         rcvbuf: cfg.queue.rcvbuf_bytes,
         fail_open: true,
+        // Connections to `peer.edp_ports` are rewritten packet by packet (see `edp_port`).
+        segment_gso: !cfg.peer.edp_ports.is_empty(),
     })
     .map_err(|source| DaemonError::Queue {
         queues: queues.clone(),
@@ -524,6 +526,7 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         fallback: cfg.peer.fallback,
         // Validated when the configuration was read.
         edp_servers: cfg.peer.edp_server_list().unwrap_or_default(),
+        edp_ports: cfg.peer.edp_ports.clone(),
         beat_base: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64),

@@ -7,6 +7,7 @@ use edp::option::{SynFlags, SynOption, EXID, KIND};
 use tcpseq::{Checksum, TcpIpPacket, TcpOption};
 
 use crate::engine::{Dir, Engine, FlowKey, SegmentSeen, SegmentVerdict, SynSeen, SynVerdict};
+use crate::queue::wire::MAX_VERDICT_PAYLOAD;
 use crate::queue::{Decision, PacketHandler, QueuedPacket};
 
 /// Netfilter hook numbers (`enum nf_inet_hooks`).
@@ -69,6 +70,15 @@ impl PacketHandler for Handler<'_> {
             return match self.engine.on_segment(now, dir, key, &seg, copy) {
                 SegmentVerdict::Accept => Decision::Accept,
                 SegmentVerdict::Drop => Decision::Drop,
+                // Too long for a verdict: dropped rather than passed untranslated (the sender
+                // retransmits it).
+                SegmentVerdict::Rewrite(p) if p.is_empty() || p.len() > MAX_VERDICT_PAYLOAD => {
+                    Decision::Drop
+                }
+                SegmentVerdict::Rewrite(p) => {
+                    *scratch = p;
+                    Decision::AcceptRewritten
+                }
             };
         }
         let hello = view

@@ -8,6 +8,7 @@ use edp::init::{Initiator, Session};
 use edp::message::ConnId;
 use tcpseq::SeqNum;
 
+use super::edp_port::EdpPort;
 use super::hold::Hold;
 use super::inband::InBand;
 
@@ -183,6 +184,9 @@ pub struct Flow {
     pub moved_from: Option<std::net::IpAddr>,
     /// A connection to a user-level EDP server being initialised in-band (see `inband`).
     pub inband: Option<Box<InBand>>,
+    /// A connection to a `peer.edp_ports` port, classified and maybe translated (see
+    /// `edp_port`).
+    pub edp_port: Option<Box<EdpPort>>,
     /// The peer is a user-level EDP program, not a rackd: no daemon channel, so no heartbeats.
     pub user_peer: bool,
     /// From the socket table.
@@ -214,6 +218,7 @@ impl Flow {
             moving: None,
             moved_from: None,
             inband: None,
+            edp_port: None,
             user_peer: false,
             bytes_sent: 0,
             bytes_received: 0,

@@ -100,10 +100,15 @@ impl Engine {
             .flows
             .get(key)
             .ok_or_else(|| CommandError::UnknownFlow(key.to_string()))?;
-        let mut record = FlowRecord::of(flow).ok_or_else(|| CommandError::NotManaged {
+        let not_managed = || CommandError::NotManaged {
             flow: key.to_string(),
             state: flow.state.name(),
-        })?;
+        };
+        // A translated connection (see `edp_port`) needs this rackd's offsets on every packet.
+        if flow.edp_port.is_some() {
+            return Err(not_managed());
+        }
+        let mut record = FlowRecord::of(flow).ok_or_else(not_managed)?;
         record.generation += 1;
         let (conn_id, secret) = (ConnId(record.conn_id), record.secret());
         let wire = flow.wire;

@@ -11,12 +11,14 @@
 //! heartbeats per peer host detect a failure (suspended: queued again, held open by
 //! [`hold::Hold`]) → heartbeats return (connected again).
 
+mod edp_port;
 mod flow;
 pub mod hold;
 mod inband;
 mod migrate;
 mod peer;
 mod record;
+mod user_client;
 mod user_peer;
 
 use std::collections::{HashMap, VecDeque};
@@ -86,6 +88,9 @@ pub struct EngineConfig {
     /// User-level EDP servers on hosts without rackd: connections to them are initialised
     /// in-band (see `inband`).
     pub edp_servers: Vec<EdpServer>,
+    /// Local ports whose connections from user-level EDP clients rackd initialises in the
+    /// server program's place (see `edp_port`).
+    pub edp_ports: Vec<u16>,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +103,7 @@ impl Default for EngineConfig {
             fallback: true,
             beat_base: 0,
             edp_servers: Vec::new(),
+            edp_ports: Vec::new(),
         }
     }
 }
@@ -128,11 +134,13 @@ pub enum SynVerdict {
 }
 
 /// What to do with a queued packet of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentVerdict {
     Accept,
     /// rackd answered it in the other end's place; the packet must not travel.
     Drop,
+    /// This rewritten copy travels instead (complete checksums).
+    Rewrite(Vec<u8>),
 }
 
 /// Work for the I/O layer.
@@ -319,8 +327,21 @@ impl Engine {
         match (syn.dir, syn.ack) {
             (Dir::Out, false) => self.client_syn(now, syn, packet),
             (Dir::In, true) => self.client_syn_ack(now, syn, packet),
+            (Dir::In, false) if syn.hello.is_none() && self.is_edp_port(syn.key) => {
+                self.edp_port_syn(now, syn, packet);
+                SynVerdict::Pass
+            }
             (Dir::In, false) => {
                 self.server_syn(now, syn);
+                SynVerdict::Pass
+            }
+            (Dir::Out, true)
+                if self
+                    .flows
+                    .get(&syn.key)
+                    .is_some_and(|f| f.edp_port.is_some()) =>
+            {
+                self.edp_port_syn_ack(syn.key, packet);
                 SynVerdict::Pass
             }
             (Dir::Out, true) => self.server_syn_ack(now, syn),
@@ -1143,6 +1164,9 @@ impl Engine {
         if flow.inband.is_some() {
             return self.inband_segment(now, dir, key, packet);
         }
+        if flow.edp_port.is_some() {
+            return self.edp_port_segment(now, dir, key, packet);
+        }
         let Some(hold) = flow.hold.as_mut() else {
             // Connected again (the queue set lags by a moment), or the hold is being set up.
             return if flow.is_suspended() {
@@ -1194,6 +1218,10 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(&key) else {
             return Ok(());
         };
+        if flow.edp_port.is_some() {
+            // Every packet is translated; a hold would speak untranslated (see `edp_port`).
+            return Err("translated for a user-level EDP client");
+        }
         match flow.state {
             State::Connected => {
                 flow.pinned = true;
@@ -1299,6 +1327,16 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
         };
+        if let Some(e) = flow.edp_port.as_mut() {
+            if !e.socket_gone(now) {
+                // Translation lingers for the last packets (see `edp_port`).
+                let at = e.poll_timeout();
+                if let Some(at) = at {
+                    self.wake(at);
+                }
+                return;
+            }
+        }
         match flow.state {
             State::Closed { .. } => {}
             State::Suspended { .. } if flow.session.is_some() => {
@@ -1353,8 +1391,19 @@ impl Engine {
         let mut ended = Vec::new();
         let mut plain = Vec::new();
         let mut inband = Vec::new();
+        let mut edp_ports = Vec::new();
         let mut next = now + SCAN_IDLE;
         for (key, flow) in &mut self.flows {
+            if let Some(e) = &flow.edp_port {
+                if let Some(at) = e.poll_timeout() {
+                    if at <= now {
+                        edp_ports.push(*key);
+                    }
+                    next = next.min(at);
+                }
+                busy |= e.is_classifying();
+                continue;
+            }
             if let (Some(r), Some(hold)) = (&mut flow.resync, &flow.hold) {
                 if r.until <= now {
                     gave_up.push(*key);
@@ -1438,6 +1487,7 @@ impl Engine {
             }
         }
         self.inband_timers(now, inband);
+        self.edp_port_timers(now, edp_ports);
         for key in timed_out {
             self.counters.negotiation_timeouts += 1;
             self.release(key);
@@ -1539,7 +1589,7 @@ impl Engine {
         if matches!(flow.state, State::Negotiating { .. }) {
             self.negotiating -= 1;
         }
-        if flow.inband.as_ref().is_some_and(|i| !i.is_probing()) {
+        if flow.edp_port.is_some() || flow.inband.as_ref().is_some_and(|i| !i.is_probing()) {
             // In-band EDP queues the flow from its SYN on (the socket may end meanwhile).
             self.actions.push_back(Action::Queue {
                 key: *key,

@@ -30,6 +30,7 @@ fn cfg() -> EngineConfig {
         fallback: true,
         beat_base: 0,
         edp_servers: Vec::new(),
+        edp_ports: Vec::new(),
     }
 }
 

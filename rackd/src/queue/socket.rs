@@ -20,6 +20,10 @@ pub struct QueueOptions {
     pub rcvbuf: usize,
     /// Accept packets instead of dropping them when the queue is full.
     pub fail_open: bool,
+    /// Let the kernel segment GSO packets before queueing them, so each queued packet is at most
+    /// one MSS: a packet rackd rewrites must fit in a verdict (64 KiB) and be copied whole.
+    /// Off, GSO packets are queued as they are, which is cheaper when rackd only decides.
+    pub segment_gso: bool,
 }
 
 impl Default for QueueOptions {
@@ -29,6 +33,7 @@ impl Default for QueueOptions {
             max_len: 8192,
             rcvbuf: 8 << 20,
             fail_open: true,
+            segment_gso: false,
         }
     }
 }
@@ -62,7 +67,7 @@ impl QueueSocket {
             fd,
             queues: opts.queues.clone(),
         };
-        let mut flags = CFG_F_GSO;
+        let mut flags = if opts.segment_gso { 0 } else { CFG_F_GSO };
         if opts.fail_open {
             flags |= CFG_F_FAIL_OPEN;
         }
