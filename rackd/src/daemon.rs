@@ -416,7 +416,8 @@ fn perform(engine: &mut Engine, io: &mut Io<'_>) {
                     tracing::debug!(%to, "daemon channel send: {e}");
                 }
             }
-            Action::Queue { key, wire, on } => queue(io.ruleset, key, wire, on),
+            Action::Queue { key, wire, on } => queue(io.ruleset, key, wire, on, false),
+            Action::QueueStrictly { key, on } => queue(io.ruleset, key, key, on, true),
             Action::Translate {
                 key,
                 old,
@@ -452,18 +453,19 @@ fn perform(engine: &mut Engine, io: &mut Io<'_>) {
 
 /// Puts both directions of a flow in (or out of) the queue set: outgoing packets are looked up
 /// after translation (as the wire sees them), incoming ones after translation back.
-fn queue(ruleset: &nft_rules::Ruleset, key: FlowKey, wire: FlowKey, on: bool) {
+fn queue(ruleset: &nft_rules::Ruleset, key: FlowKey, wire: FlowKey, on: bool, strict: bool) {
     let keys = [
         nft_rules::FlowKey::new(wire.local, wire.remote),
         nft_rules::FlowKey::new(key.remote, key.local),
     ];
-    let result = if on {
-        ruleset.queue_flows(&keys)
-    } else {
-        ruleset.unqueue_flows(&keys)
+    let result = match (on, strict) {
+        (true, false) => ruleset.queue_flows(&keys),
+        (false, false) => ruleset.unqueue_flows(&keys),
+        (true, true) => ruleset.queue_flows_strictly(&keys),
+        (false, true) => ruleset.unqueue_flows_strictly(&keys),
     };
     if let Err(e) = result {
-        tracing::warn!(flow = %key, on, "changing the queue set: {e}");
+        tracing::warn!(flow = %key, on, strict, "changing the queue set: {e}");
     }
 }
 

@@ -254,6 +254,21 @@ fn enhanced(family: Family, port: u16, firewall: bool, mss: Option<u32>) {
     let status = seen.unwrap();
     assert_eq!(status.peer.as_deref(), Some("user-level EDP"));
     assert_eq!(status.last_heartbeat_ms_ago, None, "not monitored");
+    // Queued strictly: were rackd to die, its packets would be dropped, not passed unrewritten.
+    let suffix = match family {
+        Family::V4 => "4",
+        Family::V6 => "6",
+    };
+    let set = |name: &str| {
+        let name = format!("{name}{suffix}");
+        server
+            .run("nft", ["list", "set", "inet", "rackd", name.as_str()])
+            .expect("nft list set")
+            .stdout
+    };
+    let needle = format!(". {port}");
+    assert!(set("strict").contains(&needle), "{}", set("strict"));
+    assert!(!set("flows").contains(&needle), "{}", set("flows"));
     let t = run.join().expect("the EDP client");
     let (id, key) = t.session.expect("edp-client should be enhanced");
     assert_eq!(status.id, id, "rackd shows the client's connection id");

@@ -160,6 +160,9 @@ pub enum Action {
         wire: FlowKey,
         on: bool,
     },
+    /// Like `Queue`, for a flow whose packets rackd rewrites (`edp_port`): while rackd is gone
+    /// they are dropped, never let through unrewritten (the stream would be corrupted).
+    QueueStrictly { key: FlowKey, on: bool },
     /// The flow's wire view changed from `old` to `wire` (equal to `key`: no translation):
     /// replace its in-kernel translations, and its outgoing queue entry if `queued`.
     Translate {
@@ -1589,7 +1592,12 @@ impl Engine {
         if matches!(flow.state, State::Negotiating { .. }) {
             self.negotiating -= 1;
         }
-        if flow.edp_port.is_some() || flow.inband.as_ref().is_some_and(|i| !i.is_probing()) {
+        if flow.edp_port.is_some() {
+            self.actions.push_back(Action::QueueStrictly {
+                key: *key,
+                on: false,
+            });
+        } else if flow.inband.as_ref().is_some_and(|i| !i.is_probing()) {
             // In-band EDP queues the flow from its SYN on (the socket may end meanwhile).
             self.actions.push_back(Action::Queue {
                 key: *key,

@@ -48,7 +48,10 @@ impl Engine {
         }
         flow.edp_port = Some(Box::new(machine));
         self.insert(now, flow);
-        self.queue(syn.key, true);
+        self.actions.push_back(Action::QueueStrictly {
+            key: syn.key,
+            on: true,
+        });
     }
 
     /// The socket's SYN-ACK: it travels as it is; the machine notes its parameters.

@@ -30,11 +30,14 @@ fn drain(e: &mut Engine) -> Vec<Action> {
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
+/// The queue changes among `actions`: an `edp_ports` flow is only ever queued strictly (its
+/// packets must not pass unrewritten while rackd is gone).
 fn queued(actions: &[Action]) -> Vec<bool> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Queue { on, .. } => Some(*on),
+            Action::QueueStrictly { on, .. } => Some(*on),
+            Action::Queue { .. } => panic!("queued with bypass: {a:?}"),
             _ => None,
         })
         .collect()
