@@ -292,11 +292,27 @@ async fn event_loop(
         finish_restores(&mut checkpoints, &mut engine);
         perform(&mut engine, &mut io);
     }
+    abort_rewritten(&engine, &mut io);
     // The next run takes the managed connections over.
     if let Err(e) = io.state.save(&engine) {
         tracing::error!("{e}");
     }
     Ok(())
+}
+
+/// Connections whose packets rackd rewrites (`peer.edp_ports`) cannot outlive it: once its
+/// rules are gone their packets would pass unrewritten and shift the stream. Their sockets are
+/// aborted instead, so the program sees a reset and the peer is reset on its next packet.
+fn abort_rewritten(engine: &Engine, io: &mut Io<'_>) {
+    for key in engine.edp_port_flows() {
+        match io.sockets.destroy(&key) {
+            Ok(true) => tracing::warn!(flow = %key, "stopping: aborted a translated connection"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(flow = %key, "stopping: cannot abort a translated connection: {e}")
+            }
+        }
+    }
 }
 
 fn check_addresses(engine: &mut Engine, io: &Io<'_>) {

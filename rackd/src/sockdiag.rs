@@ -286,6 +286,10 @@ pub enum Request {
         local: SocketAddr,
         remote: SocketAddr,
     },
+    Destroy {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
 }
 
 impl fmt::Display for Request {
@@ -297,6 +301,9 @@ impl fmt::Display for Request {
             Request::Dump { family } => write!(f, "dump of {family} TCP sockets"),
             Request::Lookup { local, remote } => {
                 write!(f, "lookup of TCP socket {local} -> {remote}")
+            }
+            Request::Destroy { local, remote } => {
+                write!(f, "destroying TCP socket {local} -> {remote}")
             }
         }
     }
@@ -464,6 +471,50 @@ impl SockDiag {
         Ok(None)
     }
 
+    /// Aborts the connection's socket (`SOCK_DESTROY`, `CONFIG_INET_DIAG_DESTROY`): the kernel
+    /// resets it towards its peer and the program's next call fails. Ok(false) when there is no
+    /// such connection. The socket is named by the cookie a lookup just returned, so a listener
+    /// the kernel would fall back to, or a later socket on the tuple, is never hit.
+    pub fn destroy(&mut self, local: SocketAddr, remote: SocketAddr) -> Result<bool, Error> {
+        let Some(sock) = self.lookup(local, remote)? else {
+            return Ok(false);
+        };
+        let request = Request::Destroy { local, remote };
+        let bytes = match (sock.socket_family, local.ip()) {
+            (Family::V6, IpAddr::V4(_)) => v4_mapped_bytes,
+            (Family::V4, _) => v4_bytes,
+            (Family::V6, _) => v6_bytes,
+        };
+        let id = SockId {
+            sport: sock.local.port(),
+            dport: sock.remote.port(),
+            src: bytes(sock.local.ip()),
+            dst: bytes(sock.remote.ip()),
+            ifindex: match local {
+                SocketAddr::V6(a) => a.scope_id(),
+                SocketAddr::V4(_) => 0,
+            },
+            cookie: sock.cookie,
+        };
+        let flags = wire::NLM_F_REQUEST | wire::NLM_F_ACK;
+        match self.exchange(
+            request,
+            flags,
+            sock.socket_family,
+            States::all(),
+            &id,
+            &mut Vec::new(),
+        ) {
+            Ok(()) => Ok(true),
+            // Gone in between (ENOENT), or replaced by another socket (ESTALE).
+            Err(Error::Kernel {
+                errno: libc::ENOENT | libc::ESTALE,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends one request and reads its whole reply into `out`.
     fn exchange(
         &mut self,
@@ -479,7 +530,11 @@ impl SockDiag {
             self.stale = false;
         }
         self.seq = self.seq.wrapping_add(1);
-        let message = encode_request(self.seq, flags, family, states, id);
+        let ty = match request {
+            Request::Destroy { .. } => wire::SOCK_DESTROY,
+            _ => wire::SOCK_DIAG_BY_FAMILY,
+        };
+        let message = encode_request(ty, self.seq, flags, family, states, id);
         self.send(request, &message)?;
         self.stale = true;
         let dump = flags & wire::NLM_F_DUMP != 0;
@@ -842,6 +897,8 @@ mod wire {
     pub const NLM_F_REQUEST: u16 = 0x1;
     pub const NLM_F_DUMP: u16 = 0x300;
     pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    pub const SOCK_DESTROY: u16 = 21;
+    pub const NLM_F_ACK: u16 = 0x4;
     /// Multicast groups of `enum sknetlink_groups`.
     pub const SKNLGRP_INET_TCP_DESTROY: u32 = 1;
     pub const SKNLGRP_INET6_TCP_DESTROY: u32 = 3;
@@ -993,6 +1050,7 @@ const REQUEST_LEN: usize = wire::NLMSG_HDR_LEN + wire::REQ_LEN;
 
 /// A netlink `SOCK_DIAG_BY_FAMILY` request for TCP sockets with `tcp_info` attached.
 fn encode_request(
+    ty: u16,
     seq: u32,
     flags: u16,
     family: Family,
@@ -1002,7 +1060,7 @@ fn encode_request(
     let mut out = [0u8; REQUEST_LEN];
     let (header, body) = out.split_at_mut(wire::NLMSG_HDR_LEN);
     header[wire::nlmsg::LEN].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
-    header[wire::nlmsg::TYPE].copy_from_slice(&wire::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    header[wire::nlmsg::TYPE].copy_from_slice(&ty.to_ne_bytes());
     header[wire::nlmsg::FLAGS].copy_from_slice(&flags.to_ne_bytes());
     header[wire::nlmsg::SEQ].copy_from_slice(&seq.to_ne_bytes());
     body[wire::req::FAMILY] = family.to_af();
@@ -1349,6 +1407,7 @@ mod tests {
             ..v4_id()
         };
         let r = encode_request(
+            wire::SOCK_DIAG_BY_FAMILY,
             9,
             wire::NLM_F_REQUEST,
             Family::V4,
@@ -1370,6 +1429,7 @@ mod tests {
         assert_eq!(SockId::decode(&r[24..]), id);
 
         let dump = encode_request(
+            wire::SOCK_DIAG_BY_FAMILY,
             1,
             wire::NLM_F_REQUEST | wire::NLM_F_DUMP,
             Family::V6,
@@ -1504,7 +1564,16 @@ mod tests {
     #[test]
     fn kernel_errors_carry_the_errno() {
         let mut err = (-libc::ENOENT).to_ne_bytes().to_vec();
-        err.extend(&encode_request(SEQ, 1, Family::V4, States::all(), &v4_id())[..16]);
+        err.extend(
+            &encode_request(
+                wire::SOCK_DIAG_BY_FAMILY,
+                SEQ,
+                1,
+                Family::V4,
+                States::all(),
+                &v4_id(),
+            )[..16],
+        );
         assert_eq!(
             replies(&nlmsg(wire::NLMSG_ERROR, SEQ, &err)),
             [Ok(Reply::Failed {

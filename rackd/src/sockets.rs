@@ -28,6 +28,14 @@ impl SocketTable {
         Ok(info.as_ref().and_then(counters))
     }
 
+    /// Aborts the flow's local socket (the kernel resets it towards its peer); false if it was
+    /// already gone.
+    pub fn destroy(&mut self, key: &FlowKey) -> io::Result<bool> {
+        self.diag
+            .destroy(key.local, key.remote)
+            .map_err(io::Error::other)
+    }
+
     /// Every open TCP connection.
     pub fn snapshot(&mut self) -> io::Result<HashMap<FlowKey, SocketCounters>> {
         let all = self.diag.dump(States::all()).map_err(io::Error::other)?;

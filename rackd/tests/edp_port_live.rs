@@ -490,3 +490,86 @@ fn edp_client_prints_the_id_and_key_rackd_logs_v4() {
 fn edp_client_prints_the_id_and_key_rackd_logs_v6() {
     edp_client_program(Family::V6, 7112);
 }
+
+/// A translated connection cannot outlive rackd (its rules go, and unrewritten packets would
+/// shift the stream): a clean stop aborts its socket. The client then gets a reset, never a byte
+/// out of place.
+fn stopping_rackd_aborts(family: Family, port: u16) {
+    let topo = topology();
+    let (client, server) = (topo.host("client"), topo.host("server"));
+    let addr = SocketAddr::new(server.ip(family), port);
+    let _program = EchoServer::start(server, addr, None);
+    let rackd = Daemon::start(server, &config(port));
+    let (ready, is_ready) = mpsc::channel();
+    let (stopped, is_stopped) = mpsc::channel::<()>();
+    let first = payload(64 << 10);
+    let run = in_netns(client.netns(), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let Connected::Enhanced(_, mut stream) = edp::net::connect(addr, Default::default())
+                .await
+                .expect("connect")
+            else {
+                panic!("edp-client should be enhanced");
+            };
+            stream.write_all(&first).await.unwrap();
+            let mut echoed = vec![0u8; first.len()];
+            stream.read_exact(&mut echoed).await.unwrap();
+            assert_eq!(
+                sha256(&echoed),
+                sha256(&first),
+                "echoed intact before the stop"
+            );
+            ready.send(()).unwrap();
+            is_stopped.recv().unwrap();
+            // Written after the stop: the server's kernel answers with a reset.
+            let more = payload(4096);
+            let _ = stream.write_all(&more).await;
+            let mut after = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut after))
+                .await
+                .expect("an answer within 5 s");
+            (after, read.map(drop))
+        })
+    });
+    is_ready.recv().expect("the client's first echo");
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(rackd.pid() as i32, libc::SIGTERM) }, 0);
+    wait_for("rackd to exit", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/stat", rackd.pid()))
+            .map_or(true, |s| s.contains(") Z "))
+    });
+    assert!(
+        rackd
+            .log()
+            .contains("stopping: aborted a translated connection"),
+        "{}",
+        rackd.log_tail()
+    );
+    stopped.send(()).unwrap();
+    let (after, read) = run.join().expect("the client");
+    assert!(
+        after.is_empty(),
+        "{} bytes arrived after the stop",
+        after.len()
+    );
+    let err = read.expect_err("the connection must be reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    println!(
+        "{}: a clean stop reset the translated connection",
+        family_name(family)
+    );
+}
+
+#[test]
+fn stopping_rackd_resets_a_translated_connection_v4() {
+    stopping_rackd_aborts(Family::V4, 6260);
+}
+
+#[test]
+fn stopping_rackd_resets_a_translated_connection_v6() {
+    stopping_rackd_aborts(Family::V6, 6262);
+}

@@ -681,3 +681,41 @@ fn empty_dump(diag: &mut SockDiag) -> (Duration, Duration) {
     assert!(diag.dump(States::of(TcpState::SynSent)).unwrap().is_empty());
     (t.elapsed(), thread_cpu_time() - cpu)
 }
+
+#[test]
+fn destroy_aborts_exactly_the_connection_and_never_a_listener() {
+    in_fresh_netns(|| {
+        let mut diag = SockDiag::open().unwrap();
+        for bind in ["127.0.0.1:0", "[::1]:0", "[::]:0"] {
+            let listener = TcpListener::bind(bind).unwrap();
+            let to = match listener.local_addr().unwrap() {
+                a if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+                a => a,
+            };
+            let (mut client, server) = connect(&listener, to);
+            let (local, remote) = tuple(&server);
+            // A tuple with no connection, where the listener would accept: nothing happens.
+            let absent = SocketAddr::new(remote.ip(), 9);
+            assert!(!diag.destroy(wire(local), absent).unwrap(), "{bind}");
+            assert!(diag.destroy(wire(local), wire(remote)).unwrap(), "{bind}");
+            // The server's socket is gone and its peer was reset; the listener still accepts.
+            assert_eq!(
+                diag.lookup(wire(local), wire(remote)).unwrap(),
+                None,
+                "{bind}"
+            );
+            drop(server);
+            client
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            let err = client.read(&mut b).expect_err("the peer is reset");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{bind}: {err}");
+            let (_c, _s) = connect(&listener, to);
+            assert!(
+                !diag.destroy(wire(local), wire(remote)).unwrap(),
+                "{bind}: twice"
+            );
+        }
+    });
+}

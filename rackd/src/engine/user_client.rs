@@ -6,6 +6,15 @@ use super::edp_port::{EdpPort, Event, Output, Verdict};
 use super::*;
 
 impl Engine {
+    /// The flows of `peer.edp_ports` connections rackd still holds or rewrites.
+    pub fn edp_port_flows(&self) -> Vec<FlowKey> {
+        self.flows
+            .values()
+            .filter(|f| f.edp_port.is_some())
+            .map(|f| f.key)
+            .collect()
+    }
+
     /// A SYN without the rackd option to a listed port (never one with it: that is a rackd
     /// peer, negotiated as usual).
     pub(super) fn is_edp_port(&self, key: FlowKey) -> bool {
