@@ -24,7 +24,7 @@
 //! [`EdpPort`] is sans-IO: the engine feeds it packet copies with the current time and carries
 //! out the returned [`Output`].
 
-use std::collections::BTreeMap;
+use super::reassembly::Reassembly;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,8 +152,7 @@ pub struct EdpPort {
     conn: ServerConn,
     phase: Phase,
     /// The client's stream from `isn_c + 1`, in order, and pieces that arrived early.
-    rcv: Vec<u8>,
-    early: BTreeMap<usize, Vec<u8>>,
+    rcv: Reassembly,
     /// Offset of the client's FIN in its stream.
     fin: Option<usize>,
     /// Bytes (and the FIN) given to `conn` so far.
@@ -193,8 +192,7 @@ impl EdpPort {
             server_tsval: None,
             conn: ServerConn::new(now, config, p.src().ip().to_string()),
             phase: Phase::Classifying,
-            rcv: Vec::new(),
-            early: BTreeMap::new(),
+            rcv: Reassembly::default(),
             fin: None,
             fed: 0,
             eof_fed: false,
@@ -328,10 +326,10 @@ impl EdpPort {
         if flags.fin() {
             self.fin = Some(offset + len);
         }
-        self.place(offset, &payload);
+        self.rcv.place(offset, &payload);
         self.kept_in.push(packet);
         if self.rcv.len() > self.fed {
-            let new = self.rcv[self.fed..].to_vec();
+            let new = self.rcv.bytes()[self.fed..].to_vec();
             self.fed = self.rcv.len();
             self.conn.handle(now, ServerEvent::Data(&new), rng);
         }
@@ -562,31 +560,6 @@ impl EdpPort {
             .with_payload(payload)
             .to_vec()
             .ok()
-    }
-
-    /// Adds bytes at `offset` of the client's stream (see `InBand::place`).
-    fn place(&mut self, offset: usize, bytes: &[u8]) {
-        if offset > self.rcv.len() {
-            let slot = self.early.entry(offset).or_default();
-            if bytes.len() > slot.len() {
-                *slot = bytes.to_vec();
-            }
-            return;
-        }
-        let skip = self.rcv.len() - offset;
-        if skip < bytes.len() {
-            self.rcv.extend_from_slice(&bytes[skip..]);
-        }
-        while let Some(entry) = self.early.first_entry() {
-            if *entry.key() > self.rcv.len() {
-                break;
-            }
-            let (at, piece) = entry.remove_entry();
-            let skip = self.rcv.len() - at;
-            if skip < piece.len() {
-                self.rcv.extend_from_slice(&piece[skip..]);
-            }
-        }
     }
 
     /// The socket ended: translation lingers a moment for the last packets, then the flow goes

@@ -22,7 +22,7 @@
 //! [`InBand`] is sans-IO: the engine feeds it the packets it saved or saw with the current time
 //! and injects what it returns.
 
-use std::collections::BTreeMap;
+use super::reassembly::Reassembly;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -113,8 +113,7 @@ pub struct InBand {
     /// Bytes of `out` the server acknowledged.
     acked: usize,
     /// The server's stream from `isn_s + 1`, in order, and pieces that arrived early.
-    rcv: Vec<u8>,
-    early: BTreeMap<usize, Vec<u8>>,
+    rcv: Reassembly,
     /// Length of the InitAck frame once complete.
     init_ack_len: Option<usize>,
     /// Copies of the server's packets with payload or FIN: those reaching past the InitAck are
@@ -139,8 +138,7 @@ impl InBand {
             initiator: None,
             syn_ack: None,
             acked: 0,
-            rcv: Vec::new(),
-            early: BTreeMap::new(),
+            rcv: Reassembly::default(),
             init_ack_len: None,
             kept: Vec::new(),
             deadline: now + PROBE_LIMIT,
@@ -311,12 +309,12 @@ impl InBand {
         if offset > MAX_BUFFERED || offset + payload.len() > MAX_BUFFERED {
             return Err(InBandError::TooMuch);
         }
-        self.place(offset, payload);
+        self.rcv.place(offset, payload);
         let fin_in_order = fin && offset + payload.len() == self.rcv.len();
         if self.kept.len() < MAX_KEPT {
             self.kept.push(packet.clone());
         }
-        match Message::decode(&self.rcv) {
+        match Message::decode(self.rcv.bytes()) {
             Ok(Some((Message::InitAck(ack), used))) => {
                 self.init_ack_len = Some(used);
                 self.phase = Phase::Done;
@@ -327,32 +325,6 @@ impl InBand {
             Ok(None) if fin_in_order => Err(InBandError::Closed),
             Ok(None) => Ok(None),
             Err(e) => Err(InBandError::Frame(e.to_string())),
-        }
-    }
-
-    /// Adds bytes at `offset` of the server's stream: appended when they continue it, kept
-    /// aside when they arrive early, and the early ones joined once they fit.
-    fn place(&mut self, offset: usize, bytes: &[u8]) {
-        if offset > self.rcv.len() {
-            let slot = self.early.entry(offset).or_default();
-            if bytes.len() > slot.len() {
-                *slot = bytes.to_vec();
-            }
-            return;
-        }
-        let skip = self.rcv.len() - offset;
-        if skip < bytes.len() {
-            self.rcv.extend_from_slice(&bytes[skip..]);
-        }
-        while let Some(entry) = self.early.first_entry() {
-            if *entry.key() > self.rcv.len() {
-                break;
-            }
-            let (at, piece) = entry.remove_entry();
-            let skip = self.rcv.len() - at;
-            if skip < piece.len() {
-                self.rcv.extend_from_slice(&piece[skip..]);
-            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod hold;
 mod inband;
 mod migrate;
 mod peer;
+mod reassembly;
 mod record;
 mod user_client;
 mod user_peer;
