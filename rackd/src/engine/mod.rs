@@ -552,9 +552,16 @@ impl Engine {
         if !self.cfg.fallback || self.flows.contains_key(&syn.key) {
             return;
         }
+        if let Some(flow) = self.server_flow(now, &syn) {
+            self.insert(now, flow);
+        }
+    }
+
+    /// A negotiating flow for a client's SYN; none while too many are negotiating (a flood).
+    fn server_flow(&mut self, now: Instant, syn: &SynSeen) -> Option<Flow> {
         if self.negotiating >= MAX_NEGOTIATING {
             self.counters.not_offered += 1;
-            return;
+            return None;
         }
         let state = State::Negotiating {
             token_local: self.tokens.next(),
@@ -562,7 +569,7 @@ impl Engine {
         };
         let mut flow = Flow::new(syn.key, Role::Server, state, now);
         flow.isn_peer = Some(syn.seq);
-        self.insert(now, flow);
+        Some(flow)
     }
 
     /// A client's rackd asks whether this end has one (its option did not arrive).

@@ -39,19 +39,12 @@ impl Engine {
             // The client gave up on the old attempt: a new connection on the tuple.
             self.remove(&syn.key);
         }
-        if self.negotiating >= MAX_NEGOTIATING {
-            self.counters.not_offered += 1;
-            return;
-        }
         let Some(machine) = packet().and_then(|p| EdpPort::new(now, &p, &self.params)) else {
             return;
         };
-        let state = State::Negotiating {
-            token_local: self.tokens.next(),
-            token_peer: None,
+        let Some(mut flow) = self.server_flow(now, &syn) else {
+            return;
         };
-        let mut flow = Flow::new(syn.key, Role::Server, state, now);
-        flow.isn_peer = Some(syn.seq);
         if let Some(at) = machine.poll_timeout() {
             self.wake(at);
         }
