@@ -15,8 +15,10 @@ use rackctl::proto::{ConnState, ConnectionStatus, Status};
 pub const FAST_MONITOR: &str = "[monitor]\nheartbeat_interval_ms = 250\ndetect_after_ms = 1500\n";
 
 impl Drop for Daemon {
-    /// The daemon's directory (config, control socket) goes with it.
+    /// The daemon's directory (config, control socket, state file) goes with it — after the
+    /// daemon, which would otherwise write its state file there again on its next tick.
     fn drop(&mut self) {
+        let _ = self.process.kill();
         if let Some(dir) = self.socket.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
