@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::{family_name, topology, wait_for, Daemon};
 use edp::net::Connected;
 use netns_tests::{Family, Host};
-use rackctl::proto::ConnState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1 << 20;
@@ -134,8 +133,9 @@ fn serve(mut s: TcpStream, banner: Option<&[u8]>, seen: &Mutex<Vec<Vec<u8>>>) {
             }
         }
     }
-    let _ = s.shutdown(Shutdown::Write);
+    // Recorded before the close the client waits for, so the test finds it once the client is done.
     seen.lock().unwrap().push(got);
+    let _ = s.shutdown(Shutdown::Write);
 }
 
 /// Bytes no prefix of which looks like the announcement.
@@ -240,20 +240,7 @@ fn enhanced(family: Family, port: u16, firewall: bool, mss: Option<u32>) {
     let data = payload(MIB);
 
     let run = edp_client(client, addr, data.clone(), Duration::from_millis(800));
-    let mut seen = None;
-    wait_for(
-        "the connection to be connected to a user-level client",
-        Duration::from_secs(10),
-        || {
-            seen = rackd
-                .conn(port)
-                .filter(|c| c.state == ConnState::Connected && c.peer.is_some());
-            seen.is_some()
-        },
-    );
-    let status = seen.unwrap();
-    assert_eq!(status.peer.as_deref(), Some("user-level EDP"));
-    assert_eq!(status.last_heartbeat_ms_ago, None, "not monitored");
+    let status = rackd.wait_user_level_connected(port);
     // Queued strictly: were rackd to die, its packets would be dropped, not passed unrewritten.
     let suffix = match family {
         Family::V4 => "4",

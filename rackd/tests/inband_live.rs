@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::{family_name, topology, wait_for, Daemon};
 use netns_tests::stream::StreamReport;
 use netns_tests::{Family, Host, Process};
-use rackctl::proto::ConnState;
 
 const MIB: u64 = 1 << 20;
 
@@ -151,20 +150,7 @@ fn enhanced(family: Family, port: u16, firewall: bool) {
         family_name(family)
     );
     let run = echo_client(client, addr, MIB);
-    let mut seen = None;
-    wait_for(
-        "the connection to be connected to a user-level peer",
-        Duration::from_secs(10),
-        || {
-            seen = rackd
-                .conn(port)
-                .filter(|c| c.state == ConnState::Connected && c.peer.is_some());
-            seen.is_some()
-        },
-    );
-    let status = seen.unwrap();
-    assert_eq!(status.peer.as_deref(), Some("user-level EDP"));
-    assert_eq!(status.last_heartbeat_ms_ago, None, "not monitored");
+    let status = rackd.wait_user_level_connected(port);
     let report = echoed_intact(&run);
     println!(
         "{}: 1 MiB echoed intact in {} ms",

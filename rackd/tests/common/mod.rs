@@ -105,6 +105,26 @@ impl Daemon {
             .collect()
     }
 
+    /// Waits for the connection on `port` to be `connected` to a user-level EDP peer, which is
+    /// shown as such and not monitored (it has no daemon channel).
+    pub fn wait_user_level_connected(&self, port: u16) -> ConnectionStatus {
+        let mut seen = None;
+        wait_for(
+            "the connection to be connected to a user-level EDP peer",
+            Duration::from_secs(10),
+            || {
+                seen = self
+                    .conn(port)
+                    .filter(|c| c.state == ConnState::Connected && c.peer.is_some());
+                seen.is_some()
+            },
+        );
+        let status = seen.expect("waited for");
+        assert_eq!(status.peer.as_deref(), Some("user-level EDP"));
+        assert_eq!(status.last_heartbeat_ms_ago, None, "not monitored");
+        status
+    }
+
     /// The one connection whose remote port is `port` (the test service).
     pub fn conn(&self, port: u16) -> Option<ConnectionStatus> {
         self.conns_on(port).into_iter().next()
