@@ -52,20 +52,7 @@ impl PacketHandler for Handler<'_> {
         let flags = tcp.flags();
         let key = FlowKey::of_packet(dir, view.src(), view.dst());
         if !flags.syn() || flags.rst() {
-            let seg = SegmentSeen {
-                seq: tcp.seq(),
-                ack: tcp.ack(),
-                flags,
-                window: tcp.window(),
-                timestamps: view
-                    .tcp_options()
-                    .map_while(Result::ok)
-                    .find_map(|o| match o {
-                        TcpOption::Timestamps { tsval, tsecr } => Some((tsval, tsecr)),
-                        _ => None,
-                    }),
-                payload_len: view.tcp_payload().len() as u32,
-            };
+            let seg = SegmentSeen::of(&view);
             let copy = || complete_copy(pkt, mode);
             return match self.engine.on_segment(now, dir, key, &seg, copy) {
                 SegmentVerdict::Accept => Decision::Accept,

@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use tcpseq::{Flags, Segment, SeqNum, TcpOption};
+use tcpseq::{Flags, Segment, SeqNum, TcpIpPacket, TcpOption};
 
 use super::flow::{FlowKey, Role};
 
@@ -81,6 +81,23 @@ pub struct SegmentSeen {
     /// (TSval, TSecr)
     pub timestamps: Option<(u32, u32)>,
     pub payload_len: u32,
+}
+
+impl SegmentSeen {
+    pub fn of<T: AsRef<[u8]>>(p: &TcpIpPacket<T>) -> Self {
+        let tcp = p.tcp();
+        SegmentSeen {
+            seq: tcp.seq(),
+            ack: tcp.ack(),
+            flags: tcp.flags(),
+            window: tcp.window(),
+            timestamps: p.tcp_options().map_while(Result::ok).find_map(|o| match o {
+                TcpOption::Timestamps { tsval, tsecr } => Some((tsval, tsecr)),
+                _ => None,
+            }),
+            payload_len: p.tcp_payload().len() as u32,
+        }
+    }
 }
 
 /// What one end has shown of itself in its packets during the hold.

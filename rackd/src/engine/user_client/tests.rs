@@ -44,15 +44,7 @@ fn queued(actions: &[Action]) -> Vec<bool> {
 }
 
 fn seen(packet: &[u8]) -> SegmentSeen {
-    let p = TcpIpPacket::new_checked(packet).unwrap();
-    SegmentSeen {
-        seq: p.tcp().seq(),
-        ack: p.tcp().ack(),
-        flags: p.tcp().flags(),
-        window: p.tcp().window(),
-        timestamps: None,
-        payload_len: p.tcp_payload().len() as u32,
-    }
+    SegmentSeen::of(&TcpIpPacket::new_checked(packet).unwrap())
 }
 
 /// The client's SYN and the socket's SYN-ACK, both passing.

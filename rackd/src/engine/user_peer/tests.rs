@@ -45,15 +45,7 @@ fn syn(ack: bool, seq: SeqNum) -> SynSeen {
 }
 
 fn seen(packet: &[u8]) -> SegmentSeen {
-    let p = TcpIpPacket::new_checked(packet).unwrap();
-    SegmentSeen {
-        seq: p.tcp().seq(),
-        ack: p.tcp().ack(),
-        flags: p.tcp().flags(),
-        window: p.tcp().window(),
-        timestamps: None,
-        payload_len: p.tcp_payload().len() as u32,
-    }
+    SegmentSeen::of(&TcpIpPacket::new_checked(packet).unwrap())
 }
 
 fn drain(e: &mut Engine) -> Vec<Action> {
